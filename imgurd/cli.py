@@ -1,0 +1,50 @@
+"""The ``imgurd`` command: options generated from the settings table (SPEC 4)."""
+
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from . import __version__, logs
+from .settings import SETTINGS, ConfigError, resolve
+
+
+def _add_setting_options(command: Callable) -> Callable:
+    """One click option per setting, all defaulting to None ("not given"), so precedence is ours."""
+    for setting in reversed(SETTINGS):
+        if setting.kind == "bool":
+            option = click.option(setting.flag_spelling, setting.name, default=None, help=setting.help)
+        else:
+            metavar = {"int": "N", "float": "SECONDS"}.get(setting.kind, "TEXT")
+            option = click.option(setting.flag, setting.name, default=None, metavar=metavar, help=setting.help)
+        command = option(command)
+    return command
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="FILE", default=None,
+              help="INI file with an [imgurd] section (env: IMGURD_CONFIG).")
+@_add_setting_options
+@click.version_option(__version__, "--version", prog_name="imgurd", message="%(prog)s %(version)s")
+def main(config_path: Any, **flags: Any) -> None:
+    """Re-upload images from their URLs to Imgur, in the background, over a small REST API.
+
+    Every option can also be set as IMGURD_<KEY> in the environment or as <key> in the
+    [imgurd] section of --config FILE; a flag wins over the environment, which wins over the file.
+    """
+    config_path = config_path or os.environ.get("IMGURD_CONFIG") or None
+    try:
+        config = resolve(flags, os.environ, config_path)
+    except ConfigError as error:
+        click.echo("imgurd: error: %s" % error, err=True)
+        sys.exit(2)
+    logs.setup(config.log_level, config.log_format)
+    from .server import run  # tornado and pycurl load only once the configuration is good
+
+    try:
+        run(config)
+    except OSError as error:  # e.g. the port is taken
+        click.echo("imgurd: error: cannot listen on %s:%s: %s" % (config.host, config.port,
+                                                                  error.strerror or error), err=True)
+        sys.exit(1)

@@ -1,0 +1,110 @@
+"""Downloads from origins (SPEC 2.2-2.3): capped, guarded, redirect-limited, retried.
+
+The body is written by our own curl WRITEFUNCTION (set in
+``prepare_curl_callback``) straight into one buffer, so the cap is enforced
+as bytes arrive, an endless body is cut at ``max_image_bytes``, and no copy
+of the image is made on the way.
+"""
+
+import logging
+import urllib.parse
+from typing import Optional
+
+import pycurl
+from tornado import gen
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from . import USER_AGENT, backoff, netguard
+from .curlerrors import curl_failure, fetch
+from .errors import TransferError
+from .urls import normalise
+
+log = logging.getLogger("imgurd.download")
+
+MAX_REDIRECTS = 5
+LOW_SPEED_LIMIT = 1024  # bytes/s ...
+LOW_SPEED_TIME = 10  # ... for this many seconds, and the transfer is cut
+
+
+class _Body:
+    """The WRITEFUNCTION target: a growing buffer that refuses to pass the cap."""
+
+    __slots__ = ("data", "cap", "too_large")
+
+    def __init__(self, cap: int) -> None:
+        self.data = bytearray()
+        self.cap = cap
+        self.too_large = False
+
+    def write(self, chunk: bytes) -> Optional[int]:
+        if len(self.data) + len(chunk) > self.cap:
+            self.too_large = True
+            return 0  # fewer bytes than given: curl aborts with CURLE_WRITE_ERROR
+        self.data += chunk
+        return None  # None means "all of it" to pycurl
+
+
+class Downloader:
+    def __init__(self, config, http: AsyncHTTPClient) -> None:
+        self.config = config
+        self.http = http
+        self.new_guard = netguard.prepare(config.allow_private_networks)
+
+    async def fetch(self, url: str) -> bytearray:
+        """The body of ``url``, or TransferError with the reason. Retries what is worth retrying."""
+        target = normalise(url) or url
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._fetch_once(target)
+            except TransferError as error:
+                if not error.retryable or attempt >= self.config.max_attempts:
+                    if error.retryable and attempt > 1:
+                        error.reason += " (after %d attempts)" % attempt
+                    raise
+                wait = backoff.delay(attempt)
+                if error.retry_after is not None:
+                    if error.retry_after > self.config.request_timeout:
+                        error.reason += " (asked to retry after %d s)" % error.retry_after
+                        raise
+                    wait = max(wait, error.retry_after)
+                log.debug("download of %s failed (%s); retry %d in %.1f s", url, error.reason, attempt, wait)
+                await gen.sleep(wait)
+
+    async def _fetch_once(self, url: str) -> bytearray:
+        config = self.config
+        body = _Body(config.max_image_bytes)
+        guard = self.new_guard()
+
+        def prepare(curl: pycurl.Curl) -> None:
+            curl.setopt(pycurl.WRITEFUNCTION, body.write)
+            curl.setopt(pycurl.MAXFILESIZE_LARGE, config.max_image_bytes)
+            curl.setopt(pycurl.LOW_SPEED_LIMIT, LOW_SPEED_LIMIT)
+            curl.setopt(pycurl.LOW_SPEED_TIME, LOW_SPEED_TIME)
+            if guard is not None:
+                guard.install(curl)
+
+        request = HTTPRequest(
+            url, follow_redirects=True, max_redirects=MAX_REDIRECTS,
+            connect_timeout=config.connect_timeout, request_timeout=config.request_timeout,
+            user_agent=USER_AGENT, headers={"Accept": "image/*,*/*;q=0.5"},
+            decompress_response=True, prepare_curl_callback=prepare,
+        )
+        response, error = await fetch(self.http, request)
+        if response is None:
+            if body.too_large or getattr(error, "errno", None) == pycurl.E_FILESIZE_EXCEEDED:
+                raise TransferError("download exceeded %d bytes" % config.max_image_bytes, "too_large")
+            raise curl_failure(error, url, config, "download", guard.reason if guard else None)
+        code = response.code
+        if 200 <= code < 300:
+            return body.data
+        host = urllib.parse.urlsplit(response.effective_url or url).hostname
+        reason = "origin answered HTTP %d" % code
+        if code in (408, 425, 429) or code >= 500:
+            wait = backoff.retry_after(response.headers.get("Retry-After"))
+            raise TransferError(reason, "download", retryable=True, retry_after=wait)
+        if 300 <= code < 400:
+            reason += " (redirect without a usable Location)"
+        log.debug("origin %s answered %d", host, code)
+        raise TransferError(reason, "download")

@@ -1,0 +1,193 @@
+"""The REST API (SPEC 1). Handlers validate, touch the in-memory store and answer:
+no network work, nothing blocking, nothing proportional to the backlog."""
+
+import hmac
+import json
+import logging
+import re
+from typing import Any, Optional
+
+from tornado import httputil, web
+
+from .jobs import JobStore
+from .urls import check_urls
+
+log = logging.getLogger("imgurd.api")
+
+BACKLOG_RETRY_AFTER = 5  # seconds suggested to a client refused for a full backlog
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def dumps(document: Any) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class ApiError(web.HTTPError):
+    """An error answered as ``{"error": message}`` with the given status."""
+
+    def __init__(self, status: int, message: str, headers: Optional[dict] = None) -> None:
+        super().__init__(status, reason=None)
+        self.message = message
+        self.extra_headers = headers or {}
+
+
+class JsonHandler(web.RequestHandler):
+    """JSON bodies and JSON errors for every answer, including tornado's own 404/405/500."""
+
+    def initialize(self, service) -> None:
+        self.service = service
+        self.config = service.config
+        self.store: JobStore = service.store
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def send_json(self, document: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(dumps(document))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, ApiError):
+            message = error.message
+            for name, value in error.extra_headers.items():
+                self.set_header(name, value)
+        elif status_code == 405:
+            message = "method %s is not allowed on %s" % (self.request.method, self.request.path)
+        elif status_code == 404:
+            message = "no such resource: %s" % self.request.path
+        elif status_code >= 500:
+            message = "internal server error"
+        else:
+            message = httputil.responses.get(status_code, "error").lower()
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(dumps({"error": message}))
+
+
+class ApiHandler(JsonHandler):
+    """``/v1/…``: optionally protected by ``api_token``."""
+
+    def prepare(self) -> None:
+        token = self.config.api_token
+        if not token:
+            return
+        given = self.request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer <api_token>)",
+                           {"WWW-Authenticate": 'Bearer realm="imgurd"'})
+
+
+@web.stream_request_body
+class UploadHandler(ApiHandler):
+    """``POST /v1/images/upload``: validate everything, then accept the whole job or none of it."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._chunks: list = []
+        self._size = 0
+        limit = self.config.max_body_bytes
+        # tornado drops the connection past its own limit without an answer: keep that limit well
+        # above ours, so a body (chunked, without Content-Length) a little too large still gets a 413
+        self.request.connection.set_max_body_size(limit + 1024 * 1024)
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "request body is %s bytes; at most %d (max_body_bytes)" % (declared, limit))
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self.config.max_body_bytes:
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []  # answered with 413 in post(); keep nothing meanwhile
+
+    def post(self) -> None:
+        if self._size > self.config.max_body_bytes:
+            raise ApiError(413, "request body is larger than %d bytes (max_body_bytes)" % self.config.max_body_bytes)
+        key = self.request.headers.get("Idempotency-Key")
+        if key is not None:
+            key = key.strip()
+            if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+                raise ApiError(400, "Idempotency-Key must be 1 to %d characters" % MAX_IDEMPOTENCY_KEY)
+            earlier = self.store.by_idempotency_key(key)
+            if earlier is not None:
+                return self._accepted(earlier.id)
+        urls = self._parse_urls(b"".join(self._chunks))
+        store = self.store
+        if store.backlog + len(urls) > self.config.max_queued_urls:
+            raise ApiError(
+                503,
+                "backlog full: %d URLs queued, this job adds %d, at most %d (max_queued_urls); retry later"
+                % (store.backlog, len(urls), self.config.max_queued_urls),
+                {"Retry-After": str(BACKLOG_RETRY_AFTER)},
+            )
+        job = store.add(urls, key)
+        self.service.job_accepted(job)
+        self._accepted(job.id)
+
+    def _accepted(self, job_id: str) -> None:
+        self.set_header("Location", "/v1/images/upload/" + job_id)
+        self.send_json({"jobId": job_id}, 202)
+
+    def _parse_urls(self, body: bytes) -> list:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            raise ApiError(400, "request body is not valid JSON: %s" % detail) from None
+        if not isinstance(document, dict):
+            raise ApiError(400, 'request body must be a JSON object like {"urls": ["https://..."]}')
+        if "urls" not in document:
+            raise ApiError(400, "urls is missing: send {\"urls\": [\"https://...\"]}")
+        urls = document["urls"]
+        limit = self.config.max_urls_per_job
+        if isinstance(urls, list) and len(urls) > limit:
+            raise ApiError(413, "urls holds %d entries; at most %d per job (max_urls_per_job)" % (len(urls), limit))
+        unique, error = check_urls(urls)
+        if error is not None:
+            raise ApiError(400, error)
+        return unique  # type: ignore[return-value]
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class JobHandler(ApiHandler):
+    """``GET /v1/images/upload/{jobId}``."""
+
+    def get(self, job_id: str) -> None:
+        job = self.store.get(job_id.lower()) if _UUID.match(job_id.lower()) else None
+        if job is None:
+            raise ApiError(404, "no job with id %s (unknown, malformed or expired)" % job_id[:64])
+        self.send_json(job.as_json())
+
+
+class ImagesHandler(ApiHandler):
+    """``GET /v1/images[?offset=N&limit=M]``."""
+
+    def get(self) -> None:
+        offset = self._index("offset", 0)
+        limit = self._index("limit", None)
+        links = self.store.links
+        end = len(links) if limit is None else offset + limit
+        self.send_json({"uploaded": links[offset:end]})
+
+    def _index(self, name: str, default: Optional[int]) -> Optional[int]:
+        values = self.request.query_arguments.get(name)
+        if not values:
+            return default
+        text = values[-1].decode("utf-8", "replace")
+        if not text.isascii() or not text.isdigit():
+            raise ApiError(400, "%s must be a non-negative integer, not %r" % (name, text[:40]))
+        return int(text)
+
+
+class HealthHandler(JsonHandler):
+    def get(self) -> None:
+        self.send_json({"status": "ok"})
+
+
+class NotFoundHandler(JsonHandler):
+    def prepare(self) -> None:
+        raise ApiError(404, "no such resource: %s" % self.request.path[:200])

@@ -1,0 +1,195 @@
+"""In-memory job store: jobs, their URLs' outcomes, the link registry, fair scheduling, eviction.
+
+Everything here is O(1) per call (or bounded per call, for eviction), so the
+request handlers never do work proportional to the backlog.
+"""
+
+import collections
+import datetime
+import time
+import uuid
+from typing import Callable, Deque, Dict, Iterator, List, Optional, OrderedDict, Sequence
+
+PENDING = "pending"
+IN_PROGRESS = "in-progress"
+COMPLETE = "complete"
+FAILED = "failed"
+
+EVICT_BATCH = 1000  # most jobs evicted in one call, so a sweep never holds the loop long
+
+
+def utc_stamp(epoch: float) -> str:
+    """ISO 8601, UTC, milliseconds, 'Z' (SPEC 1)."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+
+
+class Item:
+    """One URL of one job. Slotted: there may be hundreds of thousands of these."""
+
+    __slots__ = ("job", "url", "status", "link", "error")
+
+    def __init__(self, job: "Job", url: str) -> None:
+        self.job = job
+        self.url = url
+        self.status = PENDING
+        self.link: Optional[str] = None
+        self.error: Optional[str] = None
+
+    def as_json(self) -> Dict[str, Optional[str]]:
+        return {"url": self.url, "status": self.status, "link": self.link, "error": self.error}
+
+
+class Job:
+    __slots__ = ("id", "created", "finished", "items", "next_index", "started", "done",
+                 "idempotency_key", "finished_at")
+
+    def __init__(self, urls: Sequence[str], idempotency_key: Optional[str] = None) -> None:
+        self.id = str(uuid.uuid4())
+        self.created = time.time()
+        self.finished: Optional[float] = None  # wall clock, for the API
+        self.finished_at: Optional[float] = None  # monotonic, for eviction
+        self.items = [Item(self, url) for url in urls]
+        self.next_index = 0  # the next item to hand to the scheduler
+        self.started = 0
+        self.done = 0
+        self.idempotency_key = idempotency_key
+
+    @property
+    def status(self) -> str:
+        if self.done == len(self.items):
+            return COMPLETE
+        return IN_PROGRESS if self.started else PENDING
+
+    def as_json(self) -> Dict[str, object]:
+        pending: List[str] = []
+        complete: List[str] = []
+        failed: List[str] = []
+        images = []
+        for item in self.items:
+            if item.status == COMPLETE:
+                complete.append(item.link)  # type: ignore[arg-type]
+            elif item.status == FAILED:
+                failed.append(item.url)
+            else:
+                pending.append(item.url)
+            images.append(item.as_json())
+        return {
+            "id": self.id,
+            "created": utc_stamp(self.created),
+            "finished": utc_stamp(self.finished) if self.finished is not None else None,
+            "status": self.status,
+            "uploaded": {"pending": pending, "complete": complete, "failed": failed},
+            "images": images,
+        }
+
+
+class JobStore:
+    """All jobs, the backlog count, the list of uploaded links, and the round-robin run queue."""
+
+    def __init__(self, job_ttl: float, max_jobs: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.job_ttl = job_ttl
+        self.max_jobs = max_jobs
+        self.clock = clock
+        self.jobs: Dict[str, Job] = {}
+        self.finished_jobs: OrderedDict[str, Job] = collections.OrderedDict()
+        self.idempotency: Dict[str, Job] = {}
+        self.backlog = 0  # URLs accepted and not yet finished, all jobs
+        self.in_flight = 0
+        self.links: List[str] = []
+        self._link_set = set()
+        self._runnable: Deque[Job] = collections.deque()  # jobs with items not yet handed out
+        self.listeners: List[Callable[[Item], None]] = []  # told of every finished item
+
+    # --- accepting
+
+    def add(self, urls: Sequence[str], idempotency_key: Optional[str] = None) -> Job:
+        job = Job(urls, idempotency_key)
+        self.jobs[job.id] = job
+        if idempotency_key is not None:
+            self.idempotency[idempotency_key] = job
+        self.backlog += len(job.items)
+        self._runnable.append(job)
+        return job
+
+    def get(self, job_id: str) -> Optional[Job]:
+        return self.jobs.get(job_id)
+
+    def by_idempotency_key(self, key: str) -> Optional[Job]:
+        return self.idempotency.get(key)
+
+    # --- scheduling
+
+    def next_item(self) -> Optional[Item]:
+        """The next URL to transfer, one job at a time in turn, so a small job is never stuck behind a big one."""
+        if not self._runnable:
+            return None
+        job = self._runnable.popleft()
+        item = job.items[job.next_index]
+        job.next_index += 1
+        if job.next_index < len(job.items):
+            self._runnable.append(job)
+        return item
+
+    def start(self, item: Item) -> None:
+        item.status = IN_PROGRESS
+        item.job.started += 1
+        self.in_flight += 1
+
+    def complete(self, item: Item, link: str) -> None:
+        item.link = link
+        if link not in self._link_set:
+            self._link_set.add(link)
+            self.links.append(link)
+        self._finish(item, COMPLETE)
+
+    def fail(self, item: Item, reason: str) -> None:
+        item.error = reason
+        self._finish(item, FAILED)
+
+    def _finish(self, item: Item, status: str) -> None:
+        was_started = item.status == IN_PROGRESS
+        item.status = status
+        job = item.job
+        if was_started:
+            self.in_flight -= 1
+        else:
+            job.started += 1
+        job.done += 1
+        self.backlog -= 1
+        if job.done == len(job.items):
+            job.finished = time.time()
+            job.finished_at = self.clock()
+            self.finished_jobs[job.id] = job
+        for listener in self.listeners:
+            listener(item)
+        self.evict()
+
+    def unfinished(self) -> Iterator[Item]:
+        """Every URL not finished yet (for the shutdown report)."""
+        for job in self.jobs.values():
+            if job.done < len(job.items):
+                for item in job.items:
+                    if item.status in (PENDING, IN_PROGRESS):
+                        yield item
+
+    # --- eviction
+
+    def evict(self, limit: int = EVICT_BATCH) -> int:
+        """Drop finished jobs past ``job_ttl`` or beyond ``max_jobs``, oldest finished first.
+
+        Returns how many were dropped; at most ``limit`` per call, the rest on the next.
+        """
+        now = self.clock()
+        dropped = 0
+        finished = self.finished_jobs
+        while finished and dropped < limit:
+            job = next(iter(finished.values()))
+            if len(finished) <= self.max_jobs and now - job.finished_at < self.job_ttl:  # type: ignore[operator]
+                break
+            finished.popitem(last=False)
+            del self.jobs[job.id]
+            if job.idempotency_key is not None and self.idempotency.get(job.idempotency_key) is job:
+                del self.idempotency[job.idempotency_key]
+            dropped += 1
+        return dropped

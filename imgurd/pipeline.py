@@ -1,0 +1,142 @@
+"""The transfer pipeline (SPEC 2): one semaphore, fair scheduling, download -> check -> upload.
+
+A single dispatcher coroutine takes a transfer slot from the semaphore,
+then the next URL in round-robin order over the jobs, and spawns one
+coroutine for it. So coroutines exist only for transfers in flight, never one
+per queued URL, and a small job waits for at most one slot per busy job.
+"""
+
+import hashlib
+import logging
+from typing import Dict, Optional
+
+from tornado import concurrent, locks
+from tornado.ioloop import IOLoop
+
+from . import sniff
+from .download import Downloader
+from .errors import TransferError
+from .imgur import ImgurClient
+from .jobs import Item, JobStore
+from .urls import file_name
+
+log = logging.getLogger("imgurd.pipeline")
+
+
+class Pipeline:
+    def __init__(self, config, store: JobStore, downloader: Downloader, imgur: ImgurClient) -> None:
+        self.config = config
+        self.store = store
+        self.downloader = downloader
+        self.imgur = imgur
+        self.slots = locks.Semaphore(config.max_concurrency)
+        self._work = locks.Condition()
+        self._stopping = False
+        self._idle = locks.Event()
+        self._idle.set()
+        self.links_by_digest: Dict[bytes, str] = {}
+        self.deletehashes: Dict[str, str] = {}  # link -> deletehash: kept, never published
+        self._uploading: Dict[bytes, "concurrent.Future[str]"] = {}
+        self.observers = []  # callables(event, **fields) for metrics; see metrics.py
+
+    def start(self) -> None:
+        IOLoop.current().spawn_callback(self._dispatch)
+
+    def wake(self) -> None:
+        """New work was queued."""
+        self._work.notify_all()
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self.slots.acquire()
+            item = self.store.next_item()
+            while item is None and not self._stopping:
+                await self._work.wait()
+                item = self.store.next_item()
+            if self._stopping:
+                self.slots.release()
+                return
+            self.store.start(item)
+            self._idle.clear()
+            IOLoop.current().spawn_callback(self._transfer, item)
+
+    async def stop(self, timeout: float) -> bool:
+        """Start no more transfers; wait up to ``timeout`` s for those in flight. True if all finished."""
+        self._stopping = True
+        self._work.notify_all()
+        try:
+            await self._idle.wait(timeout=IOLoop.current().time() + timeout)
+            return True
+        except Exception:  # tornado.util.TimeoutError
+            return self.store.in_flight == 0
+
+    def abandon(self) -> None:
+        """End a ``stop()`` wait now (a second signal): what is in flight is reported abandoned."""
+        self._idle.set()
+
+    async def _transfer(self, item: Item) -> None:
+        try:
+            try:
+                link = await self.process(item.url)
+            except TransferError as error:
+                self._emit("failed", kind=error.kind)
+                self.store.fail(item, error.reason)
+                log.warning("upload failed job=%s url=%s reason=%s", item.job.id, item.url, error.reason,
+                            extra={"job": item.job.id, "url": item.url, "reason": error.reason})
+            except Exception:
+                log.exception("internal error while transferring job=%s url=%s", item.job.id, item.url)
+                reason = "internal error in imgurd"
+                self._emit("failed", kind="internal")
+                self.store.fail(item, reason)
+                log.warning("upload failed job=%s url=%s reason=%s", item.job.id, item.url, reason,
+                            extra={"job": item.job.id, "url": item.url, "reason": reason})
+            else:
+                self._emit("complete")
+                self.store.complete(item, link)
+        finally:
+            self.slots.release()
+            if self.store.in_flight == 0:
+                self._idle.set()
+
+    async def process(self, url: str) -> str:
+        """Download, check and upload one URL; return its Imgur link or raise TransferError."""
+        data = await self.downloader.fetch(url)
+        self._emit("downloaded", size=len(data))
+        mime = sniff.image_type(data)
+        if mime is None:
+            raise TransferError("not an image (%s)" % sniff.describe(data), "not_image")
+        if not self.config.reuse_identical_uploads:
+            return await self._upload(data, url, mime)
+        digest = hashlib.sha256(data).digest()
+        known = self.links_by_digest.get(digest)
+        if known is not None:
+            self._emit("reused")
+            return known
+        running = self._uploading.get(digest)
+        if running is not None:  # the same bytes are being uploaded right now: share that upload
+            self._emit("reused")
+            return await running
+        future: "concurrent.Future[str]" = concurrent.Future()
+        self._uploading[digest] = future
+        try:
+            link = await self._upload(data, url, mime)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._uploading[digest]
+        self.links_by_digest[digest] = link
+        future.set_result(link)
+        return link
+
+    async def _upload(self, data: bytes, url: str, mime: str) -> str:
+        link, deletehash = await self.imgur.upload(data, file_name(url), mime)
+        if deletehash:
+            self.deletehashes[link] = deletehash
+        self._emit("uploaded", size=len(data))
+        return link
+
+    def _emit(self, event: str, **fields) -> None:
+        for observer in self.observers:
+            observer(event, **fields)

@@ -1,0 +1,75 @@
+"""Running the service: listen, tell systemd, and shut down gracefully on SIGTERM/SIGINT (SPEC 3)."""
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Optional
+
+from tornado.httpserver import HTTPServer
+
+from . import __version__
+from .service import Service
+
+log = logging.getLogger("imgurd")
+
+
+def sd_notify(state: str) -> bool:
+    """Send ``state`` to systemd's ``NOTIFY_SOCKET`` if there is one (no libsystemd needed)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode("utf-8"))
+        return True
+    except OSError as exc:
+        log.warning("could not notify systemd at NOTIFY_SOCKET: %s", exc)
+        return False
+
+
+async def serve(config, ready: Optional[asyncio.Future] = None) -> None:
+    """Run until SIGTERM/SIGINT, then drain and return."""
+    service = Service(config)
+    # tornado's own body limit sits above max_body_bytes: the upload handler answers 413 itself
+    server = HTTPServer(service.application(), max_body_size=config.max_body_bytes + 1024 * 1024,
+                        idle_connection_timeout=120, body_timeout=60)
+    server.listen(config.port, config.host)
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    service.start()
+    log.info("imgurd %s listening on http://%s:%d (max_concurrency=%d, upload auth: %s)",
+             __version__, config.host, port, config.max_concurrency,
+             "OAuth bearer" if service.tokens.uses_oauth else "Client-ID")
+    sd_notify("READY=1\nSTATUS=listening on %s:%d" % (config.host, port))
+    if ready is not None:
+        ready.set_result(port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    for signum in signals:  # a second signal during the drain ends the drain at once
+        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(_hurry(service)))
+
+    sd_notify("STOPPING=1")
+    log.info("shutting down: no new connections; waiting up to %g s for %d transfers in flight",
+             config.shutdown_timeout, service.store.in_flight)
+    server.stop()
+    await service.stop(config.shutdown_timeout)
+    service.close()
+    log.info("stopped")
+
+
+async def _hurry(service: Service) -> None:
+    log.warning("second signal: abandoning transfers in flight now")
+    service.pipeline.abandon()
+
+
+def run(config) -> None:
+    asyncio.run(serve(config))

@@ -1,0 +1,72 @@
+"""Wiring: one Service object owns the store, the HTTP client and the pipeline, and builds the app."""
+
+import logging
+
+from tornado import web
+from tornado.curl_httpclient import CurlAsyncHTTPClient
+from tornado.ioloop import IOLoop, PeriodicCallback
+
+from . import handlers, logs
+from .download import Downloader
+from .imgur import ImgurClient
+from .jobs import EVICT_BATCH, JobStore
+from .oauth import TokenSource
+from .pipeline import Pipeline
+from .ratelimit import RateGate
+
+log = logging.getLogger("imgurd")
+
+EVICT_INTERVAL_MS = 5000
+CLIENT_SLACK = 4  # curl handles beyond max_concurrency: token renewals, never a queued request
+
+
+class Service:
+    def __init__(self, config) -> None:
+        self.config = config
+        self.store = JobStore(config.job_ttl, config.max_jobs)
+        # Every transfer holds a semaphore slot while it uses curl, so the client never has to queue
+        # a request (tornado would count that wait against connect_timeout).
+        self.http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_concurrency + CLIENT_SLACK)
+        self.tokens = TokenSource(config, self.http)
+        self.gate = RateGate(config.max_rate_limit_wait)
+        self.imgur = ImgurClient(config, self.http, self.tokens, self.gate)
+        self.downloader = Downloader(config, self.http)
+        self.pipeline = Pipeline(config, self.store, self.downloader, self.imgur)
+        self._evictor = PeriodicCallback(self._evict, EVICT_INTERVAL_MS)
+
+    def start(self) -> None:
+        self.pipeline.start()
+        self._evictor.start()
+
+    def job_accepted(self, job) -> None:
+        log.info("accepted job=%s with %d URLs", job.id, len(job.items), extra={"job": job.id})
+        self.pipeline.wake()
+
+    def _evict(self) -> None:
+        if self.store.evict() == EVICT_BATCH:  # more to drop: continue after other callbacks ran
+            IOLoop.current().add_callback(self._evict)
+
+    async def stop(self, timeout: float) -> None:
+        self._evictor.stop()
+        await self.pipeline.stop(timeout)
+        for item in self.store.unfinished():
+            log.warning("abandoned job=%s url=%s", item.job.id, item.url, extra={"job": item.job.id, "url": item.url})
+
+    def close(self) -> None:
+        self.http.close()
+
+    def application(self) -> web.Application:
+        args = {"service": self}
+        return web.Application(
+            [
+                (r"/v1/images/upload", handlers.UploadHandler, args),
+                (r"/v1/images/upload/([^/]+)", handlers.JobHandler, args),
+                (r"/v1/images", handlers.ImagesHandler, args),
+                (r"/healthz", handlers.HealthHandler, args),
+            ],
+            default_handler_class=handlers.NotFoundHandler,
+            default_handler_args=args,
+            log_function=logs.access_log,
+            compress_response=False,
+            xheaders=False,
+        )

@@ -1,0 +1,72 @@
+"""Validation and normalisation of submitted image URLs (SPEC 1, de-duplication)."""
+
+import urllib.parse
+from typing import List, Optional, Tuple
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_URL_LENGTH = 8192
+
+
+def normalise(text: str) -> Optional[str]:
+    """The canonical form of an http(s) URL, or None when it is not one.
+
+    White space trimmed, scheme and host lower-cased, default port and fragment
+    dropped; path and query kept exactly as given.
+    """
+    value = text.strip()
+    if not value or len(value) > MAX_URL_LENGTH or any(ord(c) < 0x21 or c == "\x7f" for c in value):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(value)
+        scheme = parts.scheme.lower()
+        host = parts.hostname  # lower-cased by urllib; brackets of IPv6 removed
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        return None
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    if ":" in host:
+        host = "[%s]" % host
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (userinfo + "@" if userinfo else "") + host
+    if port is not None and port != DEFAULT_PORTS[scheme]:
+        netloc += ":%d" % port
+    return urllib.parse.urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+
+
+def display(value: object, limit: int = 100) -> str:
+    """A short printable repr of a client-supplied value, for error messages."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def check_urls(urls: object) -> Tuple[Optional[List[str]], Optional[str]]:
+    """Validate a job's ``urls`` field: (unique URLs, None) or (None, error).
+
+    The URLs kept are the first occurrences as submitted (trimmed), so a client
+    finds its own strings in the report; duplicates are found by normal form.
+    """
+    if not isinstance(urls, list):
+        return None, "urls must be an array of http(s) URLs"
+    if not urls:
+        return None, "urls must not be empty"
+    seen = set()
+    unique: List[str] = []
+    for index, item in enumerate(urls):
+        if not isinstance(item, str):
+            return None, "urls[%d] is not a string: %s" % (index, display(item))
+        key = normalise(item)
+        if key is None:
+            return None, "urls[%d] is not an http(s) URL: %s" % (index, display(item))
+        if key not in seen:
+            seen.add(key)
+            unique.append(item.strip())
+    return unique, None
+
+
+def file_name(url: str) -> str:
+    """A file name for the multipart upload, taken from the URL path."""
+    path = urllib.parse.urlsplit(url).path
+    name = urllib.parse.unquote(path.rsplit("/", 1)[-1])
+    name = "".join(c for c in name if c.isprintable() and c not in '"\\/')[:100]
+    return name or "image"

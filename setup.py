@@ -1,0 +1,34 @@
+import re
+
+from setuptools import find_packages, setup
+
+with open("imgurd/__init__.py", encoding="utf-8") as handle:
+    version = re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
+
+setup(
+    name="imgurd",
+    version=version,
+    description="Re-upload images from their URLs to Imgur, in the background, over a small REST API",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["imgurd", "imgurd.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "tornado>=6.2",
+        "pycurl>=7.45",
+        "click>=8.0",
+        "prometheus_client>=0.16",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-tornado>=0.8",
+            "setuptools<81",  # pytest-tornado imports pkg_resources
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "imgurd=imgurd.cli:main",
+        ],
+    },
+)

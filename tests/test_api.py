@@ -1,0 +1,175 @@
+"""The REST API over real HTTP on loopback: shapes, validation, limits, errors."""
+
+import re
+import uuid
+
+import pytest
+
+from tests.fakes import HTML, JPEG, PNG
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_job_lifecycle_and_report(start_service, origin, imgur):
+    api = start_service()
+    jpg = origin.add("/a.jpg", JPEG)
+    png = origin.add("/b.png", PNG, "image/png")
+    html = origin.add("/page.html", HTML, "image/jpeg")  # a lying Content-Type is not trusted
+    missing = origin.url("/missing.jpg")
+    code, body, headers = await api.call("POST", "/v1/images/upload",
+                                         {"urls": [jpg, png, jpg.upper().replace("/A.JPG", "/a.jpg") + "#x",
+                                                   missing, html], "note": "extra fields are ignored"})
+    assert code == 202
+    assert headers["Content-Type"] == "application/json; charset=UTF-8"
+    job_id = body["jobId"]
+    assert UUID.match(job_id)
+    assert headers["Location"] == "/v1/images/upload/" + job_id
+
+    report = await api.wait(job_id)
+    assert report["id"] == job_id and report["status"] == "complete"
+    assert STAMP.match(report["created"]) and STAMP.match(report["finished"])
+    assert report["finished"] >= report["created"]
+    assert [i["url"] for i in report["images"]] == [jpg, png, missing, html]  # duplicate stripped
+    by_url = {i["url"]: i for i in report["images"]}
+    assert by_url[jpg]["status"] == "complete" and by_url[jpg]["error"] is None
+    assert by_url[png]["link"].startswith("https://i.imgur.com/")
+    assert by_url[missing] == {"url": missing, "status": "failed", "link": None, "error": "origin answered HTTP 404"}
+    assert by_url[html]["error"] == "not an image (content looks like text/html)"
+    assert report["uploaded"] == {"pending": [], "complete": [by_url[jpg]["link"], by_url[png]["link"]],
+                                  "failed": [missing, html]}
+    # the bytes Imgur received are the origin's bytes, as binary multipart with type=file
+    assert [u.data for u in imgur.uploads] == [JPEG, PNG] or [u.data for u in imgur.uploads] == [PNG, JPEG]
+    assert {u.filename for u in imgur.uploads} == {"a.jpg", "b.png"}
+    assert all(u.type_field == "file" and u.auth == "Client-ID " + imgur.client_id for u in imgur.uploads)
+    assert origin.user_agents[0].startswith("imgurd/")
+
+    code, body, _ = await api.call("GET", "/v1/images")
+    assert code == 200 and sorted(body["uploaded"]) == sorted([by_url[jpg]["link"], by_url[png]["link"]])
+
+
+@pytest.mark.gen_test
+async def test_job_status_moves_from_pending_to_in_progress(start_service, origin):
+    api = start_service(max_concurrency=1)
+    slow = origin.url("/hang/1")
+    first = await api.submit([slow])
+    second = await api.submit([origin.add("/x.jpg", JPEG)])
+    report = await api.job(second)
+    assert report["status"] == "pending" and report["finished"] is None
+    assert report["uploaded"]["pending"] == [origin.url("/x.jpg")]
+    assert report["images"][0]["status"] == "pending"
+    report = await api.job(first)
+    assert report["status"] == "in-progress" and report["images"][0]["status"] == "in-progress"
+    assert (await api.wait(second))["status"] == "complete"
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("raw, message", [
+    (b"not json", "request body is not valid JSON"),
+    (b"", "request body is not valid JSON"),
+    (b"\xff\xfe", "request body is not valid JSON"),
+    (b"[1, 2]", "request body must be a JSON object"),
+    (b'{"url": ["https://x.com/a.jpg"]}', "urls is missing"),
+    (b'{"urls": "https://x.com/a.jpg"}', "urls must be an array"),
+    (b'{"urls": []}', "urls must not be empty"),
+    (b'{"urls": ["https://x.com/a.jpg", 7]}', "urls[1] is not a string: 7"),
+    (b'{"urls": ["https://x.com/1", "https://x.com/2", "https://x.com/3", "ftp://x"]}',
+     "urls[3] is not an http(s) URL: 'ftp://x'"),
+])
+async def test_bad_requests_are_400_and_queue_nothing(start_service, raw, message):
+    api = start_service()
+    code, body, headers = await api.call("POST", "/v1/images/upload", raw=raw)
+    assert code == 400, body
+    assert message in body["error"]
+    assert headers["Content-Type"] == "application/json; charset=UTF-8"
+    assert api.service.store.backlog == 0 and not api.service.store.jobs
+
+
+@pytest.mark.gen_test
+async def test_too_many_urls_is_413(start_service):
+    api = start_service(max_urls_per_job=3)
+    code, body, _ = await api.call("POST", "/v1/images/upload", {"urls": ["https://x.com/%d" % i for i in range(4)]})
+    assert code == 413 and "at most 3" in body["error"]
+    # duplicates count before de-duplication
+    code, body, _ = await api.call("POST", "/v1/images/upload", {"urls": ["https://x.com/a"] * 4})
+    assert code == 413
+    assert not api.service.store.jobs
+
+
+@pytest.mark.gen_test
+async def test_body_too_large_is_413_json(start_service):
+    api = start_service(max_body_bytes=200)
+    urls = ["https://example.com/%040d.jpg" % i for i in range(10)]
+    code, body, _ = await api.call("POST", "/v1/images/upload", {"urls": urls})
+    assert code == 413 and "max_body_bytes" in body["error"]
+    assert not api.service.store.jobs
+    # the server is still there
+    code, body, _ = await api.call("GET", "/healthz")
+    assert (code, body) == (200, {"status": "ok"})
+
+
+@pytest.mark.gen_test
+async def test_chunked_body_too_large_is_413(start_service):
+    api = start_service(max_body_bytes=200)
+    chunks = iter([b'{"urls": ["https://example.com/' + b"a" * 300 + b'"]}'])
+
+    async def producer(write):
+        for chunk in chunks:
+            await write(chunk)
+
+    from tornado.httpclient import HTTPRequest
+
+    response = await api.http.fetch(HTTPRequest(api.base + "/v1/images/upload", method="POST",
+                                                body_producer=producer), raise_error=False)
+    assert response.code == 413 and b"max_body_bytes" in response.body
+
+
+@pytest.mark.gen_test
+async def test_full_backlog_is_503_with_retry_after_and_nothing_partial(start_service):
+    api = start_service(max_queued_urls=5, max_concurrency=1)
+    first = await api.submit(["http://127.0.0.1:9/%d.jpg" % i for i in range(3)])
+    code, body, headers = await api.call("POST", "/v1/images/upload",
+                                         {"urls": ["http://127.0.0.1:9/x%d.jpg" % i for i in range(3)]})
+    assert code == 503 and "max_queued_urls" in body["error"]
+    assert int(headers["Retry-After"]) > 0
+    assert list(api.service.store.jobs) == [first]
+    assert api.service.store.backlog <= 3
+
+
+@pytest.mark.gen_test
+async def test_unknown_jobs_routes_and_methods_are_json(start_service):
+    api = start_service()
+    for path in ("/v1/images/upload/" + str(uuid.uuid4()), "/v1/images/upload/not-a-uuid", "/nope", "/"):
+        code, body, headers = await api.call("GET", path)
+        assert code == 404 and isinstance(body["error"], str), path
+        assert headers["Content-Type"] == "application/json; charset=UTF-8"
+    code, body, _ = await api.call("DELETE", "/v1/images")
+    assert code == 405 and "DELETE" in body["error"]
+    code, body, _ = await api.call("GET", "/v1/images/upload")
+    assert code == 405 and isinstance(body["error"], str)
+
+
+@pytest.mark.gen_test
+async def test_images_paging(start_service):
+    api = start_service()
+    api.service.store.links.extend("https://i.imgur.com/%d.jpg" % i for i in range(10))
+    code, body, _ = await api.call("GET", "/v1/images?offset=2&limit=3")
+    assert body["uploaded"] == ["https://i.imgur.com/%d.jpg" % i for i in (2, 3, 4)]
+    code, body, _ = await api.call("GET", "/v1/images?offset=8")
+    assert body["uploaded"] == ["https://i.imgur.com/8.jpg", "https://i.imgur.com/9.jpg"]
+    code, body, _ = await api.call("GET", "/v1/images?limit=0")
+    assert body["uploaded"] == []
+    code, body, _ = await api.call("GET", "/v1/images?offset=50")
+    assert body["uploaded"] == []
+    for query in ("offset=-1", "limit=abc", "limit=1.5", "offset=", "limit=%D9%A3"):
+        code, body, _ = await api.call("GET", "/v1/images?" + query)
+        assert code == 400 and ("offset" in body["error"] or "limit" in body["error"]), query
+
+
+@pytest.mark.gen_test
+async def test_post_returns_before_any_download(start_service, origin):
+    api = start_service()
+    job_id = await api.submit([origin.url("/hang/0.5")])
+    assert origin.requests == 0  # answered before the transfer started
+    assert (await api.wait(job_id))["status"] == "complete"

@@ -1,0 +1,155 @@
+"""The installed ``imgurd`` command as a user runs it: a subprocess, driven with the curl binary."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from imgurd import __version__
+from tests.fakes import HTML, JPEG, PNG, BackgroundServers
+
+
+def imgurd_command():
+    found = shutil.which("imgurd") or os.path.join(os.path.dirname(sys.executable), "imgurd")
+    assert os.path.exists(found), "install the package first: pip install -e '.[test]'"
+    return found
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def curl(*args):
+    result = subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+class Daemon:
+    def __init__(self, *args, env=None):
+        self.port = free_port()
+        self.base = "http://127.0.0.1:%d" % self.port
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+        full_env.update(env or {})
+        self.process = subprocess.Popen([imgurd_command(), "--port", str(self.port), *args], env=full_env,
+                                        stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                assert self.process.poll() is None, self.process.stderr.read()
+                time.sleep(0.05)
+        raise AssertionError("imgurd did not start listening")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        self.process.send_signal(sig)
+        _, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def servers():
+    with BackgroundServers() as running:
+        yield running
+
+
+def test_end_to_end_with_curl(servers):
+    origin = servers.origin
+    jpg = servers.call(origin.add, "/photo.jpg", JPEG)
+    png = servers.call(origin.add, "/shot.png", PNG, "image/png")
+    html = servers.call(origin.add, "/index.html", HTML, "text/html")
+    missing = origin.url("/gone.jpg")
+    daemon = Daemon("--api-url", servers.imgur.url, "--allow-private-networks",
+                    env={"IMGURD_CLIENT_ID": servers.imgur.client_id})
+    try:
+        out = curl("-i", "-X", "POST", "-H", "Content-Type: application/json",
+                   "--data", json.dumps({"urls": [jpg, png, jpg, missing, html]}), daemon.base + "/v1/images/upload")
+        head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+        assert head.startswith("HTTP/1.1 202")
+        job_id = json.loads(body)["jobId"]
+        assert "Location: /v1/images/upload/%s" % job_id in head
+        deadline = time.monotonic() + 20
+        while True:
+            report = json.loads(curl(daemon.base + "/v1/images/upload/" + job_id))
+            if report["status"] == "complete" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert report["status"] == "complete"
+        assert len(report["uploaded"]["complete"]) == 2
+        assert report["uploaded"]["failed"] == [missing, html]
+        errors = {i["url"]: i["error"] for i in report["images"]}
+        assert errors[missing] == "origin answered HTTP 404"
+        assert errors[html] == "not an image (content looks like text/html)"
+        listed = json.loads(curl(daemon.base + "/v1/images"))["uploaded"]
+        assert sorted(listed) == sorted(report["uploaded"]["complete"])
+        assert sorted(u.data for u in servers.imgur.uploads) == sorted([JPEG, PNG])
+        assert json.loads(curl(daemon.base + "/healthz")) == {"status": "ok"}
+    finally:
+        code, log = daemon.stop()
+    assert code == 0
+    assert "upload failed job=%s url=%s reason=origin answered HTTP 404" % (job_id, missing) in log
+    assert "reason=not an image (content looks like text/html)" in log
+    assert "Traceback" not in log
+
+
+def test_version():
+    out = subprocess.run([imgurd_command(), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "imgurd " + __version__
+
+
+@pytest.mark.parametrize("args, config, expected", [
+    ([], None, "missing client_id"),
+    (["--client-id", "x", "--max-concurrency", "many"], None, "invalid value for max_concurrency"),
+    (["--client-id", "x"], "[imgurd]\nbogus = 1\n", "unknown key bogus in config file"),
+    (["--client-id", "x", "--config", "/nonexistent/imgurd.conf"], None, "cannot read config file /nonexistent"),
+])
+def test_bad_configuration_exits_2_with_one_line(tmp_path, args, config, expected):
+    if config is not None:
+        path = tmp_path / "imgurd.conf"
+        path.write_text(config)
+        args = args + ["--config", str(path)]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+    out = subprocess.run([imgurd_command(), "--port", str(port), *args], capture_output=True, text=True,
+                         env=env, timeout=20)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], out.stderr
+    if config is not None:
+        assert str(tmp_path / "imgurd.conf") in lines[0]
+
+
+def test_sigterm_drains_reports_abandoned_and_notifies_systemd(servers, tmp_path):
+    notify_path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(notify_path)
+    listener.settimeout(15)
+    origin = servers.origin
+    daemon = Daemon("--api-url", servers.imgur.url, "--allow-private-networks", "--max-concurrency", "1",
+                    "--shutdown-timeout", "1",
+                    env={"IMGURD_CLIENT_ID": servers.imgur.client_id, "NOTIFY_SOCKET": notify_path})
+    try:
+        assert listener.recv(1024).decode().startswith("READY=1")
+        hanging = origin.url("/hang/30")
+        queued = origin.url("/queued.jpg")
+        body = json.dumps({"urls": [hanging, queued]})
+        job_id = json.loads(curl("-X", "POST", "--data", body, daemon.base + "/v1/images/upload"))["jobId"]
+        time.sleep(0.5)
+    finally:
+        started = time.monotonic()
+        code, log = daemon.stop()
+    assert listener.recv(1024).decode() == "STOPPING=1"
+    listener.close()
+    assert code == 0
+    assert time.monotonic() - started < 10
+    assert "abandoned job=%s url=%s" % (job_id, hanging) in log
+    assert "abandoned job=%s url=%s" % (job_id, queued) in log

@@ -1,0 +1,113 @@
+"""Configuration: precedence flag > env > file > default, one-line errors, derived docs."""
+
+import pytest
+
+from imgurd.settings import SETTINGS, ConfigError, example_file, markdown_table, resolve
+
+
+def write(tmp_path, text, name="imgurd.conf"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_match_the_spec():
+    config = resolve({"client_id": "abc"}, {}, None)
+    assert config.host == "127.0.0.1" and config.port == 8080
+    assert config.api_url == "https://api.imgur.com"
+    assert config.max_concurrency == 16 and config.max_image_bytes == 20971520
+    assert config.max_urls_per_job == 1000 and config.max_body_bytes == 1048576
+    assert config.max_queued_urls == 100000 and config.connect_timeout == 10 and config.request_timeout == 60
+    assert config.max_attempts == 4 and config.max_rate_limit_wait == 3600
+    assert config.allow_private_networks is False and config.reuse_identical_uploads is True
+    assert config.job_ttl == 86400 and config.max_jobs == 100000 and config.shutdown_timeout == 30
+    assert config.log_level == "info" and config.log_format == "text"
+    assert config.client_secret is None and config.refresh_token is None and config.api_token is None
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path):
+    path = write(tmp_path, "[imgurd]\nclient_id = from-file\nport = 1111\nmax_concurrency = 3\nmax_jobs = 7\n")
+    env = {"IMGURD_PORT": "2222", "IMGURD_MAX_CONCURRENCY": "4"}
+    config = resolve({"port": "3333"}, env, path)
+    assert config.port == 3333  # flag beats env and file
+    assert config.max_concurrency == 4  # env beats file
+    assert config.max_jobs == 7  # file beats default
+    assert config.client_id == "from-file"
+    assert config.job_ttl == 86400  # default
+
+
+def test_boolean_spellings(tmp_path):
+    path = write(tmp_path, "[imgurd]\nclient_id = x\nallow_private_networks = yes\nreuse_identical_uploads = off\n")
+    config = resolve({}, {}, path)
+    assert config.allow_private_networks is True and config.reuse_identical_uploads is False
+    config = resolve({"reuse_identical_uploads": True}, {"IMGURD_ALLOW_PRIVATE_NETWORKS": "0"}, path)
+    assert config.allow_private_networks is False and config.reuse_identical_uploads is True
+
+
+@pytest.mark.parametrize("flags, env, text, message", [
+    ({}, {}, None, "missing client_id"),
+    ({"client_id": "x", "port": "http"}, {}, None, "invalid value for port (from option --port): 'http' is not a whole number"),
+    ({"client_id": "x"}, {"IMGURD_MAX_CONCURRENCY": "0"}, None,
+     "invalid value for max_concurrency (from environment variable IMGURD_MAX_CONCURRENCY): 0 is out of range"),
+    ({"client_id": "x"}, {}, "[imgurd]\nlog_format = xml\n", "invalid value for log_format (from config file"),
+    ({"client_id": "x"}, {}, "[imgurd]\ncolour = blue\n", "unknown key colour in config file"),
+    ({"client_id": "x"}, {}, "[other]\nport = 1\n", "unknown section [other]"),
+    ({"client_id": "x"}, {}, "port = 1\n", "is not valid INI"),
+    ({"client_id": "x"}, {}, "[imgurd]\napi_url = ftp://imgur\n", "invalid value for api_url"),
+    ({"client_id": "x", "client_secret": "s"}, {}, None, "invalid value for refresh_token"),
+    ({"client_id": "x"}, {"IMGURD_ALLOW_PRIVATE_NETWORKS": "maybe"}, None, "invalid value for allow_private_networks"),
+])
+def test_errors_name_the_key(tmp_path, flags, env, text, message):
+    path = write(tmp_path, text) if text is not None else None
+    with pytest.raises(ConfigError) as caught:
+        resolve(flags, env, path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    if path and "config file" in message:
+        assert path in str(caught.value)
+
+
+def test_missing_client_id_names_the_file(tmp_path):
+    path = write(tmp_path, "[imgurd]\nport = 9000\n")
+    with pytest.raises(ConfigError, match="missing client_id.*" + path):
+        resolve({}, {}, path)
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file .*nope.conf"):
+        resolve({"client_id": "x"}, {}, str(tmp_path / "nope.conf"))
+
+
+def test_secret_values_never_echoed(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        resolve({"client_id": "x", "api_token": "   "}, {}, None)
+    assert "invalid value for api_token" in str(caught.value)
+    config = resolve({"client_id": "x", "client_secret": "s3cr3t", "refresh_token": "r3fr3sh"}, {}, None)
+    assert "s3cr3t" not in repr(config) and "r3fr3sh" not in repr(config)
+
+
+def test_example_file_and_table_cover_every_key(tmp_path):
+    text = example_file()
+    table = markdown_table()
+    for setting in SETTINGS:
+        assert "%s =" % setting.name in text
+        assert "`%s`" % setting.name in table and setting.env in table
+    # the example parses, and with its placeholder client_id resolves to the defaults
+    config = resolve({}, {}, write(tmp_path, text))
+    assert config.client_id == "YOUR_IMGUR_CLIENT_ID" and config.port == 8080
+
+
+def test_shipped_example_is_generated_from_the_table():
+    import pathlib
+
+    shipped = pathlib.Path(__file__).resolve().parent.parent / "imgurd.conf.example"
+    assert shipped.read_text() == example_file() + "\n", "regenerate: python -m imgurd.settings example"
+
+
+def test_readme_table_is_generated_from_the_table():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("-->", readme.index("<!-- settings-table")) + 4
+    end = readme.index("<!-- /settings-table -->")
+    assert readme[start:end].strip() == markdown_table(), "regenerate: python -m imgurd.settings table"

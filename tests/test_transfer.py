@@ -1,0 +1,180 @@
+"""The transfer pipeline against fault-injecting loopback fakes (real pycurl, real HTTP)."""
+
+import logging
+import time
+
+import pytest
+from tornado import gen
+
+from tests.fakes import GIF, JPEG, PNG, jpeg_of_size
+
+
+async def run_one(api, url):
+    report = await api.wait(await api.submit([url]))
+    return report["images"][0]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_large_image_arrives_byte_for_byte(start_service, origin, imgur):
+    api = start_service()
+    data = jpeg_of_size(3 * 1024 * 1024 + 17)
+    image = await run_one(api, origin.add("/big.jpg", data))
+    assert image["status"] == "complete", image
+    assert len(imgur.uploads) == 1 and imgur.uploads[0].data == data
+    assert imgur.uploads[0].content_type == "image/jpeg"
+
+
+@pytest.mark.gen_test
+async def test_declared_length_over_cap_is_refused_early(start_service, origin):
+    api = start_service(max_image_bytes=50_000)
+    started = time.monotonic()
+    image = await run_one(api, origin.url("/huge"))
+    assert image["error"] == "download exceeded 50000 bytes"
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_endless_body_is_cut_at_the_cap(start_service, origin, imgur):
+    api = start_service(max_image_bytes=1_000_000)
+    image = await run_one(api, origin.url("/endless"))
+    assert image["error"] == "download exceeded 1000000 bytes"
+    assert not imgur.uploads
+
+
+@pytest.mark.gen_test
+async def test_image_exactly_at_the_cap_passes(start_service, origin, imgur):
+    api = start_service(max_image_bytes=10_000)
+    image = await run_one(api, origin.add("/exact.jpg", jpeg_of_size(10_000)))
+    assert image["status"] == "complete", image
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_stalled_body_is_cut(start_service, origin):
+    api = start_service(max_attempts=1)  # LOW_SPEED_TIME is 2 s in tests (10 s in service)
+    started = time.monotonic()
+    image = await run_one(api, origin.url("/slow/20"))
+    assert "stalled (under 1 KiB/s" in image["error"], image
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.gen_test
+async def test_request_timeout(start_service, origin):
+    api = start_service(request_timeout=0.5, max_attempts=1)
+    image = await run_one(api, origin.url("/hang/3"))
+    assert image["error"] == "timed out after 0.5 s talking to 127.0.0.1"
+
+
+@pytest.mark.gen_test
+async def test_connection_refused_is_retried_then_reported(start_service):
+    api = start_service(max_attempts=3)
+    image = await run_one(api, "http://127.0.0.1:9/x.jpg")
+    assert image["error"] == "could not connect to 127.0.0.1 (after 3 attempts)"
+
+
+@pytest.mark.gen_test
+async def test_redirects_followed_up_to_five(start_service, origin, imgur):
+    api = start_service()
+    origin.add("/final.png", PNG, "image/png")
+    image = await run_one(api, origin.url("/redirect/5/final.png"))
+    assert image["status"] == "complete", image
+    assert imgur.uploads[0].data == PNG
+    image = await run_one(api, origin.url("/redirect/6/final.png"))
+    assert image["error"] == "more than 5 redirects"
+
+
+@pytest.mark.gen_test
+async def test_redirect_to_other_scheme_refused(start_service, origin):
+    api = start_service()
+    image = await run_one(api, origin.url("/redirect-to?url=ftp://127.0.0.1/x.jpg"))
+    assert image["error"] == "redirected to a URL that is not http(s)"
+    image = await run_one(api, origin.url("/redirect-to?url=file:///etc/passwd"))
+    assert image["error"] == "redirected to a URL that is not http(s)"
+
+
+@pytest.mark.gen_test
+async def test_origin_5xx_retried_4xx_not(start_service, origin):
+    api = start_service(max_attempts=3)
+    origin.add("/flaky.gif", GIF, "image/gif")
+    origin.fail_first("/flaky.gif", 503, 500)
+    image = await run_one(api, origin.url("/flaky.gif"))
+    assert image["status"] == "complete" and origin.hits["/flaky.gif"] == 3
+    image = await run_one(api, origin.url("/status/500"))
+    assert image["error"] == "origin answered HTTP 500 (after 3 attempts)"
+    assert origin.hits["/status/500"] == 3
+    image = await run_one(api, origin.url("/status/403"))
+    assert image["error"] == "origin answered HTTP 403" and origin.hits["/status/403"] == 1
+
+
+@pytest.mark.gen_test
+async def test_origin_retry_after_is_honoured(start_service, origin):
+    api = start_service(max_attempts=2)
+    origin.add("/later.jpg", JPEG)
+    origin.fail_first("/later.jpg", 503)
+    started = time.monotonic()
+    image = await run_one(api, origin.url("/later.jpg?retry_after=1"))
+    assert image["status"] == "complete"
+    assert time.monotonic() - started >= 1.0
+
+
+@pytest.mark.gen_test
+async def test_imgur_error_message_is_reported_without_retry(start_service, origin, imgur):
+    api = start_service(max_attempts=3)
+    imgur.fail_next(400, {"code": 1003, "message": "File type invalid (1)", "type": "ImgurException",
+                          "exception": []})
+    image = await run_one(api, origin.add("/a.jpg", JPEG))
+    assert image["error"] == "Imgur answered 400: File type invalid (1)"
+    assert imgur.requests == 1
+
+
+@pytest.mark.gen_test
+async def test_imgur_5xx_and_html_edge_answers_are_retried(start_service, origin, imgur):
+    api = start_service(max_attempts=3)
+    imgur.fail_next(502, html=True)
+    imgur.fail_next(500, "Internal error")
+    image = await run_one(api, origin.add("/a.jpg", JPEG))
+    assert image["status"] == "complete" and imgur.requests == 3
+    imgur.fail_next(503, html=True, times=3)
+    image = await run_one(api, origin.add("/b.jpg", PNG))
+    assert image["error"].startswith("Imgur answered 503: ") and image["error"].endswith("(after 3 attempts)")
+
+
+@pytest.mark.gen_test
+async def test_imgur_bad_client_id(start_service, origin, imgur):
+    api = start_service(client_id="wrong")
+    image = await run_one(api, origin.add("/a.jpg", JPEG))
+    assert image["error"] == "Imgur answered 403: Invalid client_id"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_semaphore_caps_transfers_in_flight(start_service, origin, imgur):
+    api = start_service(max_concurrency=3)
+    imgur.latency = 0.05
+    urls = [origin.add("/c%d.jpg" % i, jpeg_of_size(1000, i)) for i in range(12)]
+    report = await api.wait(await api.submit(urls))
+    assert report["uploaded"]["failed"] == []
+    assert len(imgur.uploads) == 12
+    assert 2 <= imgur.max_in_flight <= 3
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_small_job_is_not_stuck_behind_a_big_one(start_service, origin, imgur):
+    api = start_service(max_concurrency=2)
+    origin.latency = 0.02
+    big = [origin.add("/big/%d.jpg" % i, jpeg_of_size(500, i)) for i in range(200)]
+    big_id = await api.submit(big)
+    await gen.sleep(0.1)
+    small_id = await api.submit([origin.add("/small.jpg", jpeg_of_size(500, 9999))])
+    await api.wait(small_id)
+    big_report = await api.job(big_id)
+    done = sum(1 for i in big_report["images"] if i["status"] in ("complete", "failed"))
+    assert big_report["status"] == "in-progress" and done < 40, done
+
+
+@pytest.mark.gen_test
+async def test_failures_are_logged_in_the_spec_format(start_service, origin, caplog):
+    api = start_service()
+    caplog.set_level(logging.WARNING)
+    job_id = await api.submit([origin.url("/status/404")])
+    await api.wait(job_id)
+    expected = "upload failed job=%s url=%s reason=origin answered HTTP 404" % (job_id, origin.url("/status/404"))
+    assert expected in [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

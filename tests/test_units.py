@@ -1,0 +1,133 @@
+"""Unit tests of the pure functions: URLs, sniffing, address classification, backoff."""
+
+import email.utils
+
+import pytest
+
+from imgurd import backoff, sniff
+from imgurd.netguard import classify
+from imgurd.urls import check_urls, file_name, normalise
+from tests.fakes import GIF, HTML, JPEG, PNG
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("  HTTP://Example.COM:80/a.jpg#frag  ", "http://example.com/a.jpg"),
+    ("https://example.com:443/a.jpg", "https://example.com/a.jpg"),
+    ("https://example.com:8443/a.jpg", "https://example.com:8443/a.jpg"),
+    ("http://example.com:443/a.jpg", "http://example.com:443/a.jpg"),
+    ("https://example.com/A.JPG?X=1&y=2", "https://example.com/A.JPG?X=1&y=2"),
+    ("https://[::1]:443/x", "https://[::1]/x"),
+    ("https://example.com", "https://example.com"),
+    ("https://user:pw@Example.com/x", "https://user:pw@example.com/x"),
+])
+def test_normalise(given, expected):
+    assert normalise(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["ftp://x", "example.com/a.jpg", "http://", "https:///a.jpg", "", "   ",
+                                 "javascript:alert(1)", "http://exa mple.com/", "http://example.com:99999/",
+                                 "http://example.com:abc/", "file:///etc/passwd", "http://a\nb/"])
+def test_normalise_rejects(bad):
+    assert normalise(bad) is None
+
+
+def test_check_urls_dedupes_first_occurrence_wins_and_keeps_order():
+    urls, error = check_urls(["https://b.com/1.jpg", " https://A.com/2.jpg", "HTTPS://a.com:443/2.jpg#top",
+                              "https://b.com/1.jpg", "https://a.com/2.JPG"])
+    assert error is None
+    assert urls == ["https://b.com/1.jpg", "https://A.com/2.jpg", "https://a.com/2.JPG"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("https://x", "urls must be an array of http(s) URLs"),
+    ([], "urls must not be empty"),
+    (["https://ok.com/a", 3], "urls[1] is not a string: 3"),
+    (["https://ok.com/a", "https://ok.com/b", "x", "ftp://x"], "urls[2] is not an http(s) URL: 'x'"),
+    (["https://ok.com/a", "https://ok.com/b", "https://ok.com/c", "ftp://x"], "urls[3] is not an http(s) URL: 'ftp://x'"),
+    ([None], "urls[0] is not a string: None"),
+])
+def test_check_urls_names_first_offender(value, message):
+    urls, error = check_urls(value)
+    assert urls is None and error == message
+
+
+def test_file_name_from_path():
+    assert file_name("https://x.com/a/b/cat%20pic.jpg?size=2") == "cat pic.jpg"
+    assert file_name("https://x.com/") == "image"
+    assert '"' not in file_name('https://x.com/a"b.png')
+
+
+@pytest.mark.parametrize("data, mime", [
+    (JPEG, "image/jpeg"), (PNG, "image/png"), (GIF, "image/gif"), (b"GIF87a" + b"\0" * 20, "image/gif"),
+    (b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\0" * 20, "image/webp"),
+    (b"II*\x00" + b"\0" * 20, "image/tiff"), (b"MM\x00*" + b"\0" * 20, "image/tiff"),
+    (b"BM" + b"\0" * 60, "image/bmp"),
+    (b"\x00\x00\x00\x18ftypheic" + b"\0" * 20, "image/heic"),
+    (b"\x00\x00\x00\x1cftypavif" + b"\0" * 20, "image/avif"),
+])
+def test_sniff_accepts_images(data, mime):
+    assert sniff.image_type(data) == mime
+
+
+@pytest.mark.parametrize("data, looks_like", [
+    (HTML, "content looks like text/html"),
+    (b"  <html><body>", "content looks like text/html"),
+    (b'{"error": 1}', "content looks like application/json"),
+    (b"%PDF-1.7", "content looks like application/pdf"),
+    (b"just text", "content looks like text/plain"),
+    (b"", "empty body"),
+    (b"\x00\x01\x02\x03\xfe\xff", "unrecognised binary content"),
+    (b"\x00\x00\x00\x18ftypmp42", "content looks like video/mp4"),
+    (b"BM", "content looks like text/plain"),
+])
+def test_sniff_refuses_non_images(data, looks_like):
+    assert sniff.image_type(data) is None
+    assert sniff.describe(data) == looks_like
+
+
+@pytest.mark.parametrize("address, verdict", [
+    ("127.0.0.1", "loopback"), ("127.255.1.2", "loopback"), ("::1", "loopback"),
+    ("::ffff:127.0.0.1", "IPv4-mapped loopback"), ("0.0.0.0", "unspecified"), ("::", "unspecified"),
+    ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
+    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("172.31.255.255", "private"),
+    ("192.168.0.10", "private"), ("fc00::1", "private"), ("fd12:3456::1", "private"),
+    ("100.64.0.1", "carrier-grade NAT"), ("100.127.255.254", "carrier-grade NAT"),
+    ("224.0.0.251", "multicast"), ("239.1.1.1", "multicast"), ("ff02::1", "multicast"),
+    ("240.0.0.1", "reserved"), ("255.255.255.255", "reserved"),
+    ("::ffff:10.0.0.1", "IPv4-mapped private"), ("::ffff:169.254.169.254", "IPv4-mapped link-local"),
+    ("64:ff9b::a9fe:a9fe", "IPv4-mapped link-local"),
+    ("192.0.2.1", "private"), ("198.18.0.1", "private"),
+    ("not-an-ip", "not an IP address"),
+])
+def test_classify_refuses_internal_addresses(address, verdict):
+    assert classify(address) == verdict
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "151.101.1.1", "2606:4700::1111",
+                                     "::ffff:8.8.8.8", "172.32.0.1", "100.128.0.1"])
+def test_classify_allows_public_addresses(address):
+    assert classify(address) is None
+
+
+def test_backoff_grows_exponentially_and_is_capped():
+    assert backoff.delay(1, base=1, cap=100, rand=lambda: 1.0) == 1
+    assert backoff.delay(2, base=1, cap=100, rand=lambda: 1.0) == 2
+    assert backoff.delay(4, base=1, cap=100, rand=lambda: 1.0) == 8
+    assert backoff.delay(20, base=1, cap=30, rand=lambda: 1.0) == 30
+
+
+def test_backoff_jitter_spreads_retries():
+    values = {round(backoff.delay(3, base=1, cap=100), 6) for _ in range(50)}
+    assert len(values) > 40 and all(0 <= v <= 4 for v in values)
+
+
+def test_retry_after_parses_seconds_and_http_dates():
+    assert backoff.retry_after("120") == 120
+    assert backoff.retry_after(" 7 ") == 7
+    now = 1_800_000_000
+    stamp = email.utils.formatdate(now + 90, usegmt=True)
+    assert backoff.retry_after(stamp, now=now) == pytest.approx(90)
+    assert backoff.retry_after(email.utils.formatdate(now - 90, usegmt=True), now=now) == 0
+    assert backoff.retry_after("soon") is None
+    assert backoff.retry_after(None) is None
+    assert backoff.retry_after("-5") is None
