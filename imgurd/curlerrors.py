@@ -1,4 +1,4 @@
-"""curl's transport failures, turned into reasons a person understands and a retry verdict."""
+"""curl for imgurd: its transport failures in words a person understands, and a quiet handle."""
 
 import urllib.parse
 from typing import Optional, Tuple
@@ -14,6 +14,13 @@ _RETRYABLE = {
     pycurl.E_GOT_NOTHING, pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR, pycurl.E_PARTIAL_FILE,
     pycurl.E_SSL_CONNECT_ERROR, 16,  # 16: HTTP/2 framing error
 }
+
+
+def quiet(curl: pycurl.Curl) -> None:
+    """``prepare_curl_callback`` for every request: tornado turns on curl's VERBOSE and logs the
+    whole exchange at DEBUG, form bodies and Authorization headers included. Secrets never reach a
+    log, whatever the log level, so that stays off (it is also per-request CPU spent on nothing)."""
+    curl.setopt(pycurl.VERBOSE, 0)
 
 
 def _seconds(value: float) -> str:

@@ -15,7 +15,7 @@ from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from . import USER_AGENT, backoff, netguard
-from .curlerrors import curl_failure, fetch
+from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
 from .urls import normalise
 
@@ -78,6 +78,7 @@ class Downloader:
         guard = self.new_guard()
 
         def prepare(curl: pycurl.Curl) -> None:
+            quiet(curl)
             curl.setopt(pycurl.WRITEFUNCTION, body.write)
             curl.setopt(pycurl.MAXFILESIZE_LARGE, config.max_image_bytes)
             curl.setopt(pycurl.LOW_SPEED_LIMIT, LOW_SPEED_LIMIT)

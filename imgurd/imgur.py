@@ -9,12 +9,14 @@ from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from . import USER_AGENT, backoff
-from .curlerrors import curl_failure, fetch
+from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
 from .oauth import TokenSource, imgur_error_message
 from .ratelimit import RateGate
 
 log = logging.getLogger("imgurd.imgur")
+
+RATE_LIMITED_PAUSE = 10.0  # seconds every upload waits after a 429 that said nothing more
 
 
 def multipart(data: bytes, filename: str, mime: str) -> Tuple[bytes, str]:
@@ -66,18 +68,18 @@ class ImgurClient:
                 await gen.sleep(wait)
 
     async def _attempt(self, body: bytes, content_type: str) -> Tuple[str, Optional[str]]:
-        await self.gate.acquire()
         auth = await self.tokens.header()
+        await self.gate.acquire()
         request = HTTPRequest(
             self.url, method="POST", body=body,
             headers={"Authorization": auth, "Content-Type": content_type, "Accept": "application/json"},
             connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
-            user_agent=USER_AGENT,
+            user_agent=USER_AGENT, prepare_curl_callback=quiet,
         )
         response, error = await fetch(self.http, request)
+        self.gate.release(response.headers if response is not None else None)
         if response is None:
             raise curl_failure(error, self.url, self.config, "upload")
-        self.gate.observe(response.headers)
         return self._outcome(response, auth)
 
     def _outcome(self, response: HTTPResponse, auth: str) -> Tuple[str, Optional[str]]:
@@ -96,7 +98,8 @@ class ImgurClient:
         reason = "Imgur answered %d: %s" % (code, message)
         if code == 429:
             wait = backoff.retry_after(response.headers.get("Retry-After"))
-            self.gate.pause_for(wait if wait is not None else 60.0, "Imgur answered 429 (rate limited)")
+            # without Retry-After the budget headers (already observed) say how long; else a short pause
+            self.gate.pause_for(wait if wait is not None else RATE_LIMITED_PAUSE, "Imgur answered 429 (rate limited)")
             raise TransferError(reason, "rate_limit", retryable=True, retry_after=wait)
         if code >= 500:
             wait = backoff.retry_after(response.headers.get("Retry-After"))

@@ -16,7 +16,7 @@ from tornado.ioloop import IOLoop
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from . import USER_AGENT
-from .curlerrors import fetch
+from .curlerrors import fetch, quiet
 from .errors import TransferError
 
 log = logging.getLogger("imgurd.oauth")
@@ -98,7 +98,7 @@ class TokenSource:
             config.api_url + "/oauth2/token", method="POST", body=body,
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
             connect_timeout=config.connect_timeout, request_timeout=config.request_timeout,
-            user_agent=USER_AGENT,
+            user_agent=USER_AGENT, prepare_curl_callback=quiet,
         )
         response, _ = await fetch(self.http, request)
         if response is None:

@@ -72,10 +72,13 @@ class FakeImgur:
         self.latency = latency
         self.uploads: List[Upload] = []
         self.requests = 0  # upload requests received, failed ones included
+        self.refused = 0  # 429s answered for a spent POST budget
         self.faults: Deque[Dict[str, Any]] = collections.deque()
         self.rate_headers: Dict[str, str] = {}
-        self.post_budget: Optional[int] = None  # when set: decremented per upload, 429 at zero
-        self.post_reset = 60
+        self.post_limit: Optional[int] = None  # when set: uploads allowed per post_window, then 429
+        self.post_window = 60.0
+        self._window_start = 0.0
+        self._window_used = 0
         self.token_requests = 0
         self.token_lifetime = 3600
         self.reject_refresh = False
@@ -94,6 +97,21 @@ class FakeImgur:
                   html: bool = False, times: int = 1) -> None:
         for _ in range(times):
             self.faults.append({"status": status, "error": error, "headers": headers or {}, "html": html})
+
+    def limit_posts(self, limit: int, window: float, used: int = 0) -> None:
+        """Imgur's POST budget: ``limit`` uploads per ``window`` seconds, refilled when it ends."""
+        self.post_limit = limit
+        self.post_window = window
+        self._window_start = time.monotonic()
+        self._window_used = used
+
+    def _post_budget(self):
+        """(remaining before this request, seconds to reset), refilling an ended window."""
+        now = time.monotonic()
+        if now - self._window_start >= self.post_window:
+            self._window_start = now
+            self._window_used = 0
+        return self.post_limit - self._window_used, self.post_window - (now - self._window_start)
 
     def expire_tokens(self) -> None:
         self.valid_tokens.clear()
@@ -158,14 +176,16 @@ class _ImgurUploadHandler(web.RequestHandler):
             for name, value in fault["headers"].items():
                 self.set_header(name, value)
             return self._error(fault["status"], fault["error"], fault["html"])
-        if fake.post_budget is not None:
-            self.set_header("X-Post-Rate-Limit-Limit", "1250")
-            self.set_header("X-Post-Rate-Limit-Reset", str(fake.post_reset))
-            if fake.post_budget <= 0:
+        if fake.post_limit is not None:
+            remaining, reset = fake._post_budget()
+            self.set_header("X-Post-Rate-Limit-Limit", str(fake.post_limit))
+            self.set_header("X-Post-Rate-Limit-Reset", str(max(1, int(reset + 0.999))))
+            if remaining <= 0:
+                fake.refused += 1
                 self.set_header("X-Post-Rate-Limit-Remaining", "0")
                 return self._error(429, "Too Many Requests")
-            fake.post_budget -= 1
-            self.set_header("X-Post-Rate-Limit-Remaining", str(fake.post_budget))
+            fake._window_used += 1
+            self.set_header("X-Post-Rate-Limit-Remaining", str(remaining - 1))
         if not auth:
             return self._error(401, "Authentication required")
         scheme, _, credential = auth.partition(" ")

@@ -1,0 +1,242 @@
+"""Hostile origins and a strict Imgur: network guard, rate limits, OAuth, identical bytes, eviction."""
+
+import logging
+import time
+
+import pytest
+from tornado import gen
+
+from imgurd import netguard
+from tests.fakes import JPEG, PNG, Origin, jpeg_of_size, start_server
+
+
+async def run_one(api, url):
+    report = await api.wait(await api.submit([url]))
+    return report["images"][0]
+
+
+# --- network guard: driven with loopback spellings only
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.1", "0x7f000001", "2130706433", "[::1]",
+                                  "[::ffff:127.0.0.1]", "0.0.0.0", "127.0.0.2"])
+async def test_guard_refuses_every_spelling_of_loopback(start_service, origin, host):
+    api = start_service(allow_private_networks=False)
+    origin.add("/a.jpg", JPEG)
+    image = await run_one(api, "http://%s:%d/a.jpg" % (host, origin.port))
+    assert image["status"] == "failed"
+    assert image["error"].startswith("address not allowed: "), image
+    assert "loopback" in image["error"] or "unspecified" in image["error"]
+    assert origin.requests == 0  # nothing reached the origin, not even a connection attempt that got served
+
+
+@pytest.mark.gen_test
+async def test_guard_rechecks_every_redirect_hop(start_service, origin, monkeypatch, io_loop):
+    """With 127.0.0.1 treated as public, a redirect to 127.0.0.2 (treated as internal) is refused."""
+    real = netguard.classify
+    monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.1" else real(a))
+    inner = Origin()
+    inner.add("/secret.jpg", JPEG)
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    sockets = bind_sockets(0, "127.0.0.2")
+    server = HTTPServer(inner.application())
+    server.add_sockets(sockets)
+    inner.port = sockets[0].getsockname()[1]
+    try:
+        api = start_service(allow_private_networks=False)
+        origin.add("/direct.jpg", JPEG)
+        assert (await run_one(api, origin.url("/direct.jpg")))["status"] == "complete"
+        target = inner.url("/secret.jpg", host="127.0.0.2")
+        image = await run_one(api, origin.url("/redirect-to?url=" + target))
+        assert image["error"] == "address not allowed: 127.0.0.2 (loopback)"
+        assert inner.requests == 0 and origin.hits["/redirect-to"] == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.gen_test
+async def test_guard_is_off_when_private_networks_are_allowed(start_service, origin):
+    api = start_service(allow_private_networks=True)
+    origin.add("/a.jpg", JPEG)
+    image = await run_one(api, "http://localhost:%d/a.jpg" % origin.port)
+    assert image["status"] == "complete", image
+
+
+# --- Imgur rate limits: one gate for the process
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_spent_post_budget_pauses_uploads_until_reset(start_service, origin, imgur):
+    api = start_service(max_concurrency=4)
+    imgur.limit_posts(2, window=1.5)
+    urls = [origin.add("/r%d.jpg" % i, jpeg_of_size(600, i)) for i in range(5)]
+    started = time.monotonic()
+    report = await api.wait(await api.submit(urls[:1]))  # learns the budget: 1 left, reset in ~1.5 s
+    assert report["uploaded"]["failed"] == []
+    report = await api.wait(await api.submit(urls[1:]))
+    assert report["uploaded"]["failed"] == [], report
+    # one upload went at once; the others waited for the reset together; none ran into a 429
+    assert imgur.refused == 0
+    assert imgur.requests == len(imgur.uploads) == 5
+    assert time.monotonic() - started >= 1.4
+    assert api.service.gate.remaining()["post"] is not None
+
+
+@pytest.mark.gen_test
+async def test_reset_beyond_max_rate_limit_wait_fails_with_reason(start_service, origin, imgur):
+    api = start_service(max_rate_limit_wait=5)
+    imgur.rate_headers = {"X-RateLimit-UserLimit": "2000", "X-RateLimit-UserRemaining": "0",
+                          "X-RateLimit-UserReset": str(int(time.time()) + 3000)}
+    first = await run_one(api, origin.add("/1.jpg", JPEG))
+    assert first["status"] == "complete"  # nothing known before this answer
+    second = await run_one(api, origin.add("/2.png", PNG))
+    assert second["error"].startswith("Imgur's hourly user credit budget is spent; it refills in ")
+    assert second["error"].endswith("beyond max_rate_limit_wait (5 s)")
+    assert imgur.requests == 1  # nothing was sent into the spent budget
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_429_pauses_every_upload_and_honours_retry_after(start_service, origin, imgur):
+    api = start_service(max_concurrency=3, max_attempts=3, reuse_identical_uploads=False)
+    imgur.fail_next(429, "Too Many Requests", headers={"Retry-After": "1"})
+    # the first upload is refused at once; the other two are ready to upload 0.3 and 0.4 s later
+    urls = [origin.add("/fast.jpg", JPEG), origin.url("/hang/0.3"), origin.url("/hang/0.4")]
+    report = await api.wait(await api.submit(urls))
+    assert report["uploaded"]["failed"] == [], report
+    first, *others = imgur.request_times
+    assert len(others) == 3  # the refused upload's retry and the two others
+    assert all(t - first >= 0.95 for t in others), [t - first for t in others]
+
+
+@pytest.mark.gen_test
+async def test_429_retries_are_bounded(start_service, origin, imgur):
+    api = start_service(max_attempts=2)
+    imgur.fail_next(429, "Too Many Requests", headers={"Retry-After": "0"}, times=2)
+    image = await run_one(api, origin.add("/a.jpg", JPEG))
+    assert image["error"] == "Imgur answered 429: Too Many Requests (after 2 attempts)"
+
+
+# --- OAuth
+
+
+def oauth_settings(imgur):
+    return dict(client_secret=imgur.client_secret, refresh_token=imgur.refresh_token)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_bearer_token_is_shared_by_concurrent_uploads(start_service, origin, imgur, caplog):
+    caplog.set_level(logging.DEBUG)
+    api = start_service(max_concurrency=8, **oauth_settings(imgur))
+    urls = [origin.add("/o%d.jpg" % i, jpeg_of_size(500, i)) for i in range(8)]
+    report = await api.wait(await api.submit(urls))
+    assert report["uploaded"]["failed"] == []
+    assert imgur.token_requests == 1
+    token = next(iter(imgur.valid_tokens))
+    assert {u.auth for u in imgur.uploads} == {"Bearer " + token}
+    # even at DEBUG, no secret and no access token reaches a log line
+    for secret in (token, imgur.client_secret, imgur.refresh_token):
+        assert secret not in caplog.text
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_expired_token_is_renewed_once_and_retried(start_service, origin, imgur):
+    api = start_service(max_concurrency=4, **oauth_settings(imgur))
+    assert (await run_one(api, origin.add("/first.jpg", JPEG)))["status"] == "complete"
+    imgur.expire_tokens()
+    urls = [origin.add("/e%d.jpg" % i, jpeg_of_size(500, i)) for i in range(4)]
+    report = await api.wait(await api.submit(urls))
+    assert report["uploaded"]["failed"] == [], report
+    assert imgur.token_requests == 2  # one renewal for all four uploads that saw the 403
+
+
+@pytest.mark.gen_test
+async def test_token_renewed_before_it_expires(start_service, origin, imgur):
+    imgur.token_lifetime = 1
+    api = start_service(**oauth_settings(imgur))
+    assert (await run_one(api, origin.add("/1.jpg", JPEG)))["status"] == "complete"
+    await gen.sleep(1.1)
+    assert (await run_one(api, origin.add("/2.png", PNG)))["status"] == "complete"
+    assert imgur.token_requests == 2
+    assert imgur.requests == 2  # no upload was refused on the way
+
+
+@pytest.mark.gen_test
+async def test_rejected_refresh_token_fails_urls_and_logs_error_once(start_service, origin, imgur, caplog):
+    caplog.set_level(logging.DEBUG)
+    imgur.reject_refresh = True
+    api = start_service(max_concurrency=3, **oauth_settings(imgur))
+    urls = [origin.add("/x%d.jpg" % i, jpeg_of_size(500, i)) for i in range(3)]
+    report = await api.wait(await api.submit(urls))
+    assert [i["error"] for i in report["images"]] == ["Imgur rejected the refresh token: Invalid refresh token"] * 3
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "refresh token" in errors[0].getMessage()
+    assert imgur.token_requests == 1 and imgur.requests == 0
+    text = caplog.text
+    assert imgur.client_secret not in text and imgur.refresh_token not in text
+
+
+# --- identical bytes
+
+
+@pytest.mark.gen_test
+async def test_identical_bytes_upload_once(start_service, origin, imgur):
+    api = start_service(max_concurrency=4)
+    imgur.latency = 0.1  # the copies are in flight at the same time
+    urls = [origin.add("/same%d.jpg" % i, JPEG) for i in range(3)] + [origin.add("/other.png", PNG)]
+    report = await api.wait(await api.submit(urls))
+    links = [i["link"] for i in report["images"]]
+    assert links[0] == links[1] == links[2] != links[3]
+    assert len(imgur.uploads) == 2
+    again = await run_one(api, origin.add("/later.jpg", JPEG))
+    assert again["link"] == links[0] and len(imgur.uploads) == 2
+    code, body, _ = await api.call("GET", "/v1/images")
+    assert body["uploaded"] == [links[0], links[3]] or body["uploaded"] == [links[3], links[0]]
+
+
+@pytest.mark.gen_test
+async def test_identical_bytes_reuse_can_be_turned_off(start_service, origin, imgur):
+    api = start_service(reuse_identical_uploads=False)
+    urls = [origin.add("/same%d.jpg" % i, JPEG) for i in range(2)]
+    report = await api.wait(await api.submit(urls))
+    assert len(imgur.uploads) == 2 and report["images"][0]["link"] != report["images"][1]["link"]
+
+
+# --- memory: eviction and the backlog
+
+
+@pytest.mark.gen_test
+async def test_finished_jobs_expire_after_job_ttl(start_service, origin):
+    api = start_service(job_ttl=0.2)
+    job_id = await api.submit([origin.url("/status/404")], headers={"Idempotency-Key": "k1"})
+    await api.wait(job_id)
+    await gen.sleep(0.3)
+    api.service.store.evict()
+    code, body, _ = await api.call("GET", "/v1/images/upload/" + job_id)
+    assert code == 404
+    assert api.service.store.by_idempotency_key("k1") is None
+
+
+@pytest.mark.gen_test
+async def test_oldest_finished_jobs_evicted_beyond_max_jobs(start_service, origin):
+    api = start_service(max_jobs=2)
+    ids = []
+    for i in range(4):
+        ids.append(await api.submit([origin.url("/status/404?%d" % i)]))
+        await api.wait(ids[-1])
+    assert [(await api.call("GET", "/v1/images/upload/" + j))[0] for j in ids] == [404, 404, 200, 200]
+
+
+def test_eviction_is_bounded_per_call():
+    from imgurd.jobs import JobStore
+
+    now = [0.0]
+    store = JobStore(job_ttl=10, max_jobs=100000, clock=lambda: now[0])
+    for _ in range(2500):
+        job = store.add(["https://example.com/a.jpg"])
+        store.fail(store.next_item(), "x")
+    now[0] = 100.0
+    assert store.evict(limit=1000) == 1000 and len(store.jobs) == 1500
+    assert store.evict(limit=1000) == 1000 and store.evict(limit=1000) == 500 and not store.jobs
