@@ -24,11 +24,14 @@ setup(
             "pytest>=7",
             "pytest-tornado>=0.8",
             "setuptools<81",  # pytest-tornado imports pkg_resources
+            "schemathesis>=4",  # fuzzes the API from its OpenAPI document
+            "openapi-spec-validator>=0.7",
         ],
     },
     entry_points={
         "console_scripts": [
             "imgurd=imgurd.cli:main",
+            "imgurd-submit=imgurd.submit:main",
         ],
     },
 )

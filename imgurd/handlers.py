@@ -7,6 +7,7 @@ import logging
 import re
 from typing import Any, Optional
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 
 from .jobs import JobStore
@@ -186,6 +187,19 @@ class ImagesHandler(ApiHandler):
 class HealthHandler(JsonHandler):
     def get(self) -> None:
         self.send_json({"status": "ok"})
+
+
+class MetricsHandler(JsonHandler):
+    """Prometheus text exposition; open like /healthz, so a scraper needs no token."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.service.metrics.exposition())
+
+
+class OpenApiHandler(ApiHandler):
+    def get(self) -> None:
+        self.send_json(self.service.openapi)
 
 
 class NotFoundHandler(JsonHandler):

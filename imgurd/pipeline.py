@@ -8,6 +8,7 @@ per queued URL, and a small job waits for at most one slot per busy job.
 
 import hashlib
 import logging
+import time
 from typing import Dict, Optional
 
 from tornado import concurrent, locks
@@ -18,14 +19,17 @@ from .download import Downloader
 from .errors import TransferError
 from .imgur import ImgurClient
 from .jobs import Item, JobStore
+from .metrics import Metrics
 from .urls import file_name
 
 log = logging.getLogger("imgurd.pipeline")
 
 
 class Pipeline:
-    def __init__(self, config, store: JobStore, downloader: Downloader, imgur: ImgurClient) -> None:
+    def __init__(self, config, store: JobStore, downloader: Downloader, imgur: ImgurClient,
+                 metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
         self.store = store
         self.downloader = downloader
         self.imgur = imgur
@@ -37,7 +41,6 @@ class Pipeline:
         self.links_by_digest: Dict[bytes, str] = {}
         self.deletehashes: Dict[str, str] = {}  # link -> deletehash: kept, never published
         self._uploading: Dict[bytes, "concurrent.Future[str]"] = {}
-        self.observers = []  # callables(event, **fields) for metrics; see metrics.py
 
     def start(self) -> None:
         IOLoop.current().spawn_callback(self._dispatch)
@@ -79,19 +82,19 @@ class Pipeline:
             try:
                 link = await self.process(item.url)
             except TransferError as error:
-                self._emit("failed", kind=error.kind)
+                self.metrics.finished("failed", error.kind)
                 self.store.fail(item, error.reason)
                 log.warning("upload failed job=%s url=%s reason=%s", item.job.id, item.url, error.reason,
                             extra={"job": item.job.id, "url": item.url, "reason": error.reason})
             except Exception:
                 log.exception("internal error while transferring job=%s url=%s", item.job.id, item.url)
                 reason = "internal error in imgurd"
-                self._emit("failed", kind="internal")
+                self.metrics.finished("failed", "internal")
                 self.store.fail(item, reason)
                 log.warning("upload failed job=%s url=%s reason=%s", item.job.id, item.url, reason,
                             extra={"job": item.job.id, "url": item.url, "reason": reason})
             else:
-                self._emit("complete")
+                self.metrics.finished("complete")
                 self.store.complete(item, link)
         finally:
             self.slots.release()
@@ -100,8 +103,10 @@ class Pipeline:
 
     async def process(self, url: str) -> str:
         """Download, check and upload one URL; return its Imgur link or raise TransferError."""
+        started = time.monotonic()
         data = await self.downloader.fetch(url)
-        self._emit("downloaded", size=len(data))
+        self.metrics.download_seconds.observe(time.monotonic() - started)
+        self.metrics.downloaded_bytes.inc(len(data))
         mime = sniff.image_type(data)
         if mime is None:
             raise TransferError("not an image (%s)" % sniff.describe(data), "not_image")
@@ -110,11 +115,11 @@ class Pipeline:
         digest = hashlib.sha256(data).digest()
         known = self.links_by_digest.get(digest)
         if known is not None:
-            self._emit("reused")
+            self.metrics.reused.inc()
             return known
         running = self._uploading.get(digest)
         if running is not None:  # the same bytes are being uploaded right now: share that upload
-            self._emit("reused")
+            self.metrics.reused.inc()
             return await running
         future: "concurrent.Future[str]" = concurrent.Future()
         self._uploading[digest] = future
@@ -131,12 +136,10 @@ class Pipeline:
         return link
 
     async def _upload(self, data: bytes, url: str, mime: str) -> str:
+        started = time.monotonic()
         link, deletehash = await self.imgur.upload(data, file_name(url), mime)
+        self.metrics.upload_seconds.observe(time.monotonic() - started)
+        self.metrics.uploaded_bytes.inc(len(data))
         if deletehash:
             self.deletehashes[link] = deletehash
-        self._emit("uploaded", size=len(data))
         return link
-
-    def _emit(self, event: str, **fields) -> None:
-        for observer in self.observers:
-            observer(event, **fields)

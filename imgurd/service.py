@@ -6,10 +6,11 @@ from tornado import web
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from . import handlers, logs
+from . import handlers, logs, openapi
 from .download import Downloader
 from .imgur import ImgurClient
 from .jobs import EVICT_BATCH, JobStore
+from .metrics import Metrics
 from .oauth import TokenSource
 from .pipeline import Pipeline
 from .ratelimit import RateGate
@@ -31,7 +32,10 @@ class Service:
         self.gate = RateGate(config.max_rate_limit_wait)
         self.imgur = ImgurClient(config, self.http, self.tokens, self.gate)
         self.downloader = Downloader(config, self.http)
-        self.pipeline = Pipeline(config, self.store, self.downloader, self.imgur)
+        self.metrics = Metrics()
+        self.metrics.watch(self.store, self.gate)
+        self.pipeline = Pipeline(config, self.store, self.downloader, self.imgur, self.metrics)
+        self.openapi = openapi.document(config)
         self._evictor = PeriodicCallback(self._evict, EVICT_INTERVAL_MS)
 
     def start(self) -> None:
@@ -40,6 +44,8 @@ class Service:
 
     def job_accepted(self, job) -> None:
         log.info("accepted job=%s with %d URLs", job.id, len(job.items), extra={"job": job.id})
+        self.metrics.jobs_accepted.inc()
+        self.metrics.urls_accepted.inc(len(job.items))
         self.pipeline.wake()
 
     def _evict(self) -> None:
@@ -62,7 +68,9 @@ class Service:
                 (r"/v1/images/upload", handlers.UploadHandler, args),
                 (r"/v1/images/upload/([^/]+)", handlers.JobHandler, args),
                 (r"/v1/images", handlers.ImagesHandler, args),
+                (r"/v1/openapi.json", handlers.OpenApiHandler, args),
                 (r"/healthz", handlers.HealthHandler, args),
+                (r"/metrics", handlers.MetricsHandler, args),
             ],
             default_handler_class=handlers.NotFoundHandler,
             default_handler_args=args,

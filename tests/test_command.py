@@ -2,64 +2,20 @@
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from imgurd import __version__
-from tests.fakes import HTML, JPEG, PNG, BackgroundServers
-
-
-def imgurd_command():
-    found = shutil.which("imgurd") or os.path.join(os.path.dirname(sys.executable), "imgurd")
-    assert os.path.exists(found), "install the package first: pip install -e '.[test]'"
-    return found
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.fakes import HTML, JPEG, PNG
+from tests.helpers import Daemon, free_port, imgurd_command, servers  # noqa: F401 (servers: a fixture)
 
 
 def curl(*args):
     result = subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True, check=True)
     return result.stdout
-
-
-class Daemon:
-    def __init__(self, *args, env=None):
-        self.port = free_port()
-        self.base = "http://127.0.0.1:%d" % self.port
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
-        full_env.update(env or {})
-        self.process = subprocess.Popen([imgurd_command(), "--port", str(self.port), *args], env=full_env,
-                                        stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert self.process.poll() is None, self.process.stderr.read()
-                time.sleep(0.05)
-        raise AssertionError("imgurd did not start listening")
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        self.process.send_signal(sig)
-        _, err = self.process.communicate(timeout=timeout)
-        return self.process.returncode, err
-
-
-@pytest.fixture
-def servers():
-    with BackgroundServers() as running:
-        yield running
 
 
 def test_end_to_end_with_curl(servers):
@@ -153,3 +109,4 @@ def test_sigterm_drains_reports_abandoned_and_notifies_systemd(servers, tmp_path
     assert time.monotonic() - started < 10
     assert "abandoned job=%s url=%s" % (job_id, hanging) in log
     assert "abandoned job=%s url=%s" % (job_id, queued) in log
+    assert "Traceback" not in log

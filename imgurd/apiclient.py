@@ -1,0 +1,246 @@
+"""A small blocking client for imgurd's own REST API, used by ``imgurd-submit`` (SPEC 6).
+
+Standard library only (``http.client``): one keep-alive connection to the server, JSON in and out,
+bounded retries for network trouble, and an optional deadline that no request or pause outlasts.
+"""
+
+import email.utils
+import http.client
+import json
+import socket
+import ssl
+import time
+import urllib.parse
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from . import __version__
+
+USER_AGENT = "imgurd-submit/" + __version__
+REQUEST_TIMEOUT = 60.0  # seconds for one request (a POST of 1000 URLs is answered at once)
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # pauses between tries when the server was reached before
+DEFAULT_RETRY_AFTER = 5.0  # when a 503 comes without a usable Retry-After
+MAX_RETRY_AFTER = 3600.0
+
+
+class SubmitError(Exception):
+    """Fatal for the command: one line for stderr, exit status 2."""
+
+
+class Unreachable(SubmitError):
+    pass
+
+
+class Rejected(SubmitError):
+    """The server refused a request; ``error`` is its own message, verbatim."""
+
+    def __init__(self, status: int, error: str, what: str) -> None:
+        super().__init__("%s: the server answered HTTP %d: %s" % (what, status, error))
+        self.status = status
+        self.error = error
+
+
+class DeadlineReached(Exception):
+    """``--timeout`` ran out during a request or a pause."""
+
+
+class Reply:
+    __slots__ = ("status", "headers", "document", "reason")
+
+    def __init__(self, status: int, reason: str, headers: http.client.HTTPMessage, document: Any) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.document = document
+
+    @property
+    def error(self) -> str:
+        """The server's ``error`` message, or a description of an answer without one."""
+        if isinstance(self.document, dict) and isinstance(self.document.get("error"), str):
+            return self.document["error"]
+        return "%s (no JSON error message in the answer)" % (self.reason or "HTTP %d" % self.status)
+
+    def retry_after(self) -> float:
+        return parse_retry_after(self.headers.get("Retry-After"))
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> float:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return DEFAULT_RETRY_AFTER
+        if moment is None:
+            return DEFAULT_RETRY_AFTER
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return DEFAULT_RETRY_AFTER
+    return min(max(seconds, 0.5), MAX_RETRY_AFTER)
+
+
+def parse_server(server: str) -> Tuple[str, str, int, str]:
+    """(scheme, host, port, path prefix) of ``--server``, or ValueError with the reason."""
+    parts = urllib.parse.urlsplit(server.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("--server must be an http(s) URL like http://127.0.0.1:8080, not %r" % server)
+    if parts.query or parts.fragment or parts.username:
+        raise ValueError("--server must be a plain base URL (no user, query or fragment): %r" % server)
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise ValueError("--server has an invalid port: %r" % server) from None
+    return scheme, parts.hostname, port, parts.path.rstrip("/")
+
+
+def describe(error: BaseException) -> str:
+    """A short human description of a network failure."""
+    if isinstance(error, socket.gaierror):
+        return "cannot resolve the host name (%s)" % (error.strerror or error)
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    if isinstance(error, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(error, ssl.SSLError):
+        return "TLS error: %s" % (error.reason or error)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror[:1].lower() + error.strerror[1:]
+    return str(error) or type(error).__name__
+
+
+class _Trouble(Exception):
+    """A try that may be repeated: a network failure, or a gateway answer (``reply`` set)."""
+
+    def __init__(self, detail: str, reply: Optional[Reply] = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.reply = reply
+
+
+class ApiClient:
+    def __init__(self, server: str, api_token: Optional[str] = None, timeout: float = REQUEST_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.scheme, self.host, self.port, self.prefix = parse_server(server)
+        shown_host = "[%s]" % self.host if ":" in self.host else self.host
+        self.server = "%s://%s:%d%s" % (self.scheme, shown_host, self.port, self.prefix)
+        if api_token is not None and not all("!" <= c <= "~" for c in api_token):
+            raise ValueError("--api-token must be printable ASCII without spaces")
+        self.api_token = api_token
+        self.timeout = timeout
+        self.clock = clock
+        self.sleep = sleep
+        self.reached = False  # once the server has answered, network trouble is retried
+        self._connection: Optional[http.client.HTTPConnection] = None
+
+    # --- the API
+
+    def submit(self, urls: list, key: str, deadline: Optional[float] = None) -> Reply:
+        """``POST /v1/images/upload``; the caller interprets the status (202, 413, 503, …)."""
+        body = json.dumps({"urls": urls}, ensure_ascii=False).encode("utf-8")
+        headers = {"Content-Type": "application/json; charset=UTF-8", "Idempotency-Key": key}
+        return self.request("POST", "/v1/images/upload", body, headers, deadline, retry_statuses=(502, 504))
+
+    def job(self, job_id: str, deadline: Optional[float] = None) -> Dict[str, Any]:
+        """The report of a job (``GET /v1/images/upload/{id}``), or Rejected."""
+        reply = self.request("GET", "/v1/images/upload/" + urllib.parse.quote(job_id, safe=""), None, {}, deadline)
+        if reply.status != 200 or not isinstance(reply.document, dict):
+            raise Rejected(reply.status, reply.error, "polling job %s" % job_id)
+        return reply.document
+
+    # --- plumbing
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def request(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
+                deadline: Optional[float] = None, retry_statuses: Tuple[int, ...] = (502, 503, 504)) -> Reply:
+        """One exchange, repeated on network trouble (only once the server has answered before: a
+        server that was never reached is reported at once) and on ``retry_statuses``."""
+        attempt = 0
+        while True:
+            try:
+                reply = self._exchange(method, path, body, headers, deadline)
+                if reply.status not in retry_statuses:
+                    return reply
+                trouble = _Trouble("HTTP %d" % reply.status, reply)
+            except _Trouble as exc:
+                if not self.reached:
+                    raise Unreachable("cannot reach the imgurd server at %s: %s (is it running? see --server, "
+                                      "IMGURD_SERVER)" % (self.server, exc.detail)) from None
+                trouble = exc
+            if attempt >= len(RETRY_DELAYS):
+                if trouble.reply is not None:
+                    return trouble.reply
+                raise Unreachable("lost the imgurd server at %s: %s (after %d tries)"
+                                  % (self.server, trouble.detail, attempt + 1))
+            pause = RETRY_DELAYS[attempt]
+            if trouble.reply is not None and trouble.reply.headers.get("Retry-After"):
+                pause = trouble.reply.retry_after()
+            self.pause(pause, deadline)
+            attempt += 1
+
+    def pause(self, seconds: float, deadline: Optional[float] = None) -> None:
+        """Sleep, but never past ``deadline`` (DeadlineReached when it would be)."""
+        if deadline is not None:
+            left = deadline - self.clock()
+            if left <= seconds:
+                if left > 0:
+                    self.sleep(left)
+                raise DeadlineReached()
+        if seconds > 0:
+            self.sleep(seconds)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _exchange(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
+                  deadline: Optional[float]) -> Reply:
+        all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.api_token:
+            all_headers["Authorization"] = "Bearer " + self.api_token
+        all_headers.update(headers)
+        # a kept-alive connection the server has meanwhile closed fails at once: one more try on a new one
+        for reused in ((True, False) if self._connection is not None else (False,)):
+            timeout = self.timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - self.clock())
+                if timeout <= 0:
+                    raise DeadlineReached()
+            if self._connection is None:
+                self._connection = self._connect()
+            connection = self._connection
+            connection.timeout = timeout
+            if connection.sock is not None:
+                connection.sock.settimeout(timeout)
+            try:
+                connection.request(method, self.prefix + path, body=body, headers=all_headers)
+                response = connection.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                if deadline is not None and isinstance(exc, TimeoutError) and self.clock() >= deadline - 0.05:
+                    raise DeadlineReached() from None
+                stale = isinstance(exc, (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine))
+                if reused and stale:
+                    continue
+                raise _Trouble(describe(exc)) from None
+            if response.will_close:
+                self.close()
+            self.reached = True
+            try:
+                document = json.loads(data.decode("utf-8")) if data else None
+            except (UnicodeDecodeError, ValueError):
+                document = None
+            return Reply(response.status, response.reason, response.headers, document)
+        raise AssertionError("unreachable")  # pragma: no cover

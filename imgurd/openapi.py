@@ -1,0 +1,178 @@
+"""The OpenAPI 3 description of the REST API (served at /v1/openapi.json, checked by tests)."""
+
+from typing import Any, Dict
+
+from . import __version__
+
+
+def _error(description: str, headers: Dict[str, Any] = None) -> Dict[str, Any]:
+    response: Dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def document(config) -> Dict[str, Any]:
+    """The document, with this server's limits filled in."""
+    secured = bool(config.api_token)
+    unauthorized = {"401": _error("Missing or wrong bearer token (only when api_token is set).")}
+    retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                   "schema": {"type": "integer", "minimum": 0}}}
+    image = {
+        "type": "object",
+        "required": ["url", "status", "link", "error"],
+        "properties": {
+            "url": {"type": "string", "description": "The source URL as submitted (first occurrence)."},
+            "status": {"type": "string", "enum": ["pending", "in-progress", "complete", "failed"]},
+            "link": {"type": ["string", "null"], "description": "The Imgur link, once complete."},
+            "error": {"type": ["string", "null"], "description": "Why it failed, one line."},
+        },
+    }
+    job = {
+        "type": "object",
+        "required": ["id", "created", "finished", "status", "uploaded", "images"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "created": {"type": "string", "format": "date-time"},
+            "finished": {"type": ["string", "null"], "format": "date-time"},
+            "status": {"type": "string", "enum": ["pending", "in-progress", "complete"]},
+            "uploaded": {
+                "type": "object",
+                "required": ["pending", "complete", "failed"],
+                "properties": {
+                    "pending": {"type": "array", "items": {"type": "string"}},
+                    "complete": {"type": "array", "items": {"type": "string"}},
+                    "failed": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
+        },
+    }
+    doc: Dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "imgurd",
+            "version": __version__,
+            "description": "Re-upload images from their URLs to Imgur, in the background.",
+        },
+        "paths": {
+            "/v1/images/upload": {
+                "post": {
+                    "summary": "Submit a job of image URLs",
+                    "operationId": "submitJob",
+                    "parameters": [{
+                        "name": "Idempotency-Key", "in": "header", "required": False,
+                        "description": "A repeated POST with the same key answers the first job's id.",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                    }],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {
+                            "type": "object",
+                            "required": ["urls"],
+                            "properties": {"urls": {
+                                "type": "array", "minItems": 1, "maxItems": config.max_urls_per_job,
+                                "items": {"type": "string", "format": "uri",
+                                          "description": "An absolute http or https URL with a host."},
+                            }},
+                        }}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Accepted; the job runs in the background.",
+                            "headers": {"Location": {"description": "/v1/images/upload/{jobId}",
+                                                     "schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": {
+                                "type": "object", "required": ["jobId"],
+                                "properties": {"jobId": {"type": "string", "format": "uuid"}},
+                            }}},
+                        },
+                        "400": _error("Not JSON, not an object, or urls missing, empty, or holding an invalid entry "
+                                      "(the message names the first offending entry and its index)."),
+                        **unauthorized,
+                        "413": _error("Body over max_body_bytes (%d) or more than max_urls_per_job (%d) URLs."
+                                      % (config.max_body_bytes, config.max_urls_per_job)),
+                        "503": _error("Accepting the job would exceed max_queued_urls (%d) unfinished URLs."
+                                      % config.max_queued_urls, retry_after),
+                    },
+                },
+            },
+            "/v1/images/upload/{jobId}": {
+                "get": {
+                    "summary": "What became of every URL of a job",
+                    "operationId": "getJob",
+                    "parameters": [{"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The job.", "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Job"}}}},
+                        **unauthorized,
+                        "404": _error("Unknown, malformed or evicted job id."),
+                    },
+                },
+            },
+            "/v1/images": {
+                "get": {
+                    "summary": "Every Imgur link uploaded by this process, oldest first",
+                    "operationId": "listImages",
+                    "parameters": [
+                        {"name": "offset", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 0}},
+                    ],
+                    "responses": {
+                        "200": {"description": "The links.", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["uploaded"],
+                            "properties": {"uploaded": {"type": "array", "items": {"type": "string"}}},
+                        }}}},
+                        "400": _error("offset or limit is not a non-negative integer."),
+                        **unauthorized,
+                    },
+                },
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {"200": {"description": "OpenAPI 3 document.",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}},
+                                  **unauthorized},
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "operationId": "health",
+                    "security": [],
+                    "responses": {"200": {"description": "Serving.", "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["status"],
+                        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+                    }}}}},
+                },
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "operationId": "metrics",
+                    "security": [],
+                    "responses": {"200": {"description": "Prometheus text exposition.",
+                                          "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                },
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "string"}}},
+                "Image": image,
+                "Job": job,
+            },
+        },
+    }
+    if secured:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    return doc

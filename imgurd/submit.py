@@ -1,0 +1,442 @@
+"""``imgurd-submit``: send a list of image URLs to an imgurd server and print what became of each (SPEC 6).
+
+The URLs (arguments, then ``--file`` lines) are de-duplicated the way the server does it, cut into
+jobs of at most ``--batch`` URLs and submitted, each job with its own ``Idempotency-Key`` so a retry
+never queues it twice. A ``503`` is waited out (``Retry-After``) and the same job sent again; a
+``413`` splits the job in halves. Then one loop polls every job until all are complete (or
+``--timeout``), and one row per input line is printed, in input order.
+"""
+
+import collections
+import csv
+import io
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+
+import click
+
+from . import __version__
+from .apiclient import ApiClient, DeadlineReached, Rejected, Reply, SubmitError
+from .urls import display, normalise
+
+PROG = "imgurd-submit"
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+POLL_FIRST = 0.5  # seconds between polls at first ...
+POLL_MAX = 2.0  # ... growing to this
+POLL_GROWTH = 1.5
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2, 3
+CSV_HEADER = ("url", "status", "link", "error")
+_QUEUE_LIMIT = re.compile(r"at most (\d+) \(max_queued_urls\)")
+
+
+def plural(count: int, noun: str) -> str:
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
+class UsageProblem(Exception):
+    """Bad input or options: one line on stderr, exit status 2."""
+
+
+# --- input
+
+
+class Unique:
+    """One distinct URL (by the server's normal form), with what became of it."""
+
+    __slots__ = ("url", "key", "image")
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url  # first occurrence, trimmed: the spelling the server reports
+        self.key = key
+        self.image: Optional[Dict[str, Any]] = None  # its last known entry of the job's ``images``
+
+    @property
+    def status(self) -> str:
+        """``complete``, ``failed`` or, for anything unfinished (or never submitted), ``pending``."""
+        status = self.image.get("status") if self.image else None
+        return status if status in ("complete", "failed") else "pending"
+
+
+class Row:
+    """One input line: the URL as the user wrote it (trimmed), and its distinct URL."""
+
+    __slots__ = ("url", "unique")
+
+    def __init__(self, url: str, unique: Unique) -> None:
+        self.url = url
+        self.unique = unique
+
+    @property
+    def status(self) -> str:
+        return self.unique.status
+
+    def entry(self) -> Dict[str, Optional[str]]:
+        """The row as an ``images`` entry: link only when complete, error only when failed."""
+        status = self.unique.status
+        image = self.unique.image or {}
+        return {"url": self.url, "status": status,
+                "link": (image.get("link") or None) if status == "complete" else None,
+                "error": (image.get("error") or None) if status == "failed" else None}
+
+
+def read_lines(path: str) -> List[Tuple[str, str]]:
+    """(URL, where) for every line of ``path`` (``-``: stdin) that is neither blank nor a comment."""
+    name = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read()
+    except OSError as error:
+        raise UsageProblem("cannot read --file %s: %s" % (name, error.strerror or error)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UsageProblem("--file %s is not UTF-8 text (byte %d)" % (name, error.start)) from None
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            found.append((line, "%s line %d" % (name, number)))
+    return found
+
+
+def collect(arguments: Sequence[str], files: Sequence[str]) -> Tuple[List[Row], List[Unique]]:
+    """(one Row per input line, in input order; the distinct URLs, in first-seen order)."""
+    given = [(url.strip(), "argument %d" % number) for number, url in enumerate(arguments, 1)]
+    for path in files:
+        given.extend(read_lines(path))
+    if not given:
+        raise UsageProblem("no URLs given: pass them as arguments or with --file PATH (- for stdin)")
+    rows: List[Row] = []
+    distinct: Dict[str, Unique] = {}
+    for url, where in given:
+        key = normalise(url)
+        if key is None:
+            raise UsageProblem("%s is not an http(s) URL: %s" % (where, display(url)))
+        unique = distinct.get(key)
+        if unique is None:
+            unique = distinct[key] = Unique(url, key)
+        rows.append(Row(url, unique))
+    return rows, list(distinct.values())
+
+
+# --- submitting and polling
+
+
+class Batch:
+    """One job: up to ``--batch`` distinct URLs, its idempotency key, and once accepted its id."""
+
+    __slots__ = ("uniques", "key", "job_id", "done")
+
+    def __init__(self, uniques: List[Unique]) -> None:
+        self.uniques = uniques
+        self.key = str(uuid.uuid4())  # made once; reused for every retry of this very batch
+        self.job_id: Optional[str] = None
+        self.done = False
+
+    def halves(self) -> List["Batch"]:
+        middle = len(self.uniques) // 2
+        return [Batch(self.uniques[:middle]), Batch(self.uniques[middle:])]
+
+    def absorb(self, report: Dict[str, Any]) -> None:
+        """Take the job's ``images`` entries: by position, checked (and else found) by URL."""
+        images = report.get("images")
+        if not isinstance(images, list):
+            raise SubmitError("the report of job %s has no images list" % self.job_id)
+        by_position = len(images) == len(self.uniques)
+        by_key: Optional[Dict[str, Dict[str, Any]]] = None
+        for index, unique in enumerate(self.uniques):
+            image = images[index] if by_position else None
+            if not (isinstance(image, dict) and image.get("url") == unique.url):
+                if by_key is None:
+                    by_key = {normalise(str(i.get("url", ""))): i for i in images if isinstance(i, dict)}
+                image = by_key.get(unique.key)
+            if image is not None:
+                unique.image = image
+        self.done = report.get("status") == "complete"
+
+
+class Progress:
+    """A click progress bar on a terminal; otherwise silent until the one summary line."""
+
+    BAR_WIDTH = 36
+    BUSY = " (server busy)"
+
+    def __init__(self, total: int, enabled: bool, started: float) -> None:
+        self.started = started
+        self.total = total
+        self.shown = 0
+        self.bar = None
+        if enabled:
+            self.bar = click.progressbar(length=total, label=PROG, file=sys.stderr, show_pos=True,
+                                         show_percent=False, item_show_func=lambda text: text)
+            self._fit()
+
+    def __enter__(self) -> "Progress":
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def update(self, done: int, failed: int, busy: bool = False) -> None:
+        bar = self.bar
+        if bar is None:
+            return
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        bar.current_item = "%d failed, %.1f img/s%s" % (failed, done / elapsed, self.BUSY if busy else "")
+        self._fit()
+        step = done - self.shown
+        self.shown = done
+        if step > 0:
+            bar.update(step)
+        else:
+            bar.render_progress()
+
+    def _fit(self) -> None:
+        """A bar narrow enough for the longest line to fit the terminal: a wrapped line cannot be redrawn."""
+        try:
+            columns = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        longest = "%s  []  %d/%d  00:00:00  %d failed, 9999.9 img/s%s" % (
+            PROG, self.total, self.total, self.total, self.BUSY)
+        self.bar.width = max(5, min(self.BAR_WIDTH, (columns or 80) - 1 - len(longest)))  # type: ignore
+
+
+def tally(rows: Sequence[Row]) -> Dict[str, int]:
+    counts = {"complete": 0, "failed": 0, "pending": 0}
+    for row in rows:
+        counts[row.status] += 1
+    return counts
+
+
+class Submitter:
+    def __init__(self, api: ApiClient, batch_size: int, deadline: Optional[float]) -> None:
+        self.api = api
+        self.batch_size = batch_size
+        self.deadline = deadline
+        self.too_large: Optional[int] = None  # smallest job size the server refused with 413
+        self.accepted: List[Batch] = []
+
+    def plan(self, uniques: List[Unique]) -> Deque[Batch]:
+        size = self.batch_size
+        return collections.deque(Batch(uniques[i:i + size]) for i in range(0, len(uniques), size))
+
+    def submit_ready(self, queue: Deque[Batch]) -> Optional[Reply]:
+        """Submit queued batches until the queue is empty (None) or the server is busy (its 503 reply)."""
+        while queue:
+            batch = queue[0]
+            if self.too_large is not None and len(batch.uniques) >= self.too_large and len(batch.uniques) > 1:
+                queue.popleft()
+                queue.extendleft(reversed(batch.halves()))  # known too large: split before sending
+                continue
+            reply = self.api.submit([u.url for u in batch.uniques], batch.key, self.deadline)
+            if reply.status in (200, 201, 202) and isinstance(reply.document, dict) \
+                    and isinstance(reply.document.get("jobId"), str):
+                queue.popleft()
+                batch.job_id = reply.document["jobId"]
+                self.accepted.append(batch)
+                continue
+            if reply.status == 413 and len(batch.uniques) > 1:
+                self.too_large = min(self.too_large or len(batch.uniques), len(batch.uniques))
+                queue.popleft()
+                queue.extendleft(reversed(batch.halves()))
+                continue
+            if reply.status == 503:
+                limit = _QUEUE_LIMIT.search(reply.error)
+                if limit and len(batch.uniques) > max(int(limit.group(1)), 1):
+                    queue.popleft()  # would never fit in the server's backlog, however long we wait
+                    queue.extendleft(reversed(batch.halves()))
+                    continue
+                return reply
+            raise Rejected(reply.status, reply.error, "submitting a job of %s" % plural(len(batch.uniques), "URL"))
+        return None
+
+    def run_no_wait(self, uniques: List[Unique]) -> None:
+        """Submit everything, printing each job id as soon as it is accepted."""
+        queue = self.plan(uniques)
+        while queue:
+            printed = len(self.accepted)
+            busy = self.submit_ready(queue)
+            for batch in self.accepted[printed:]:
+                click.echo(batch.job_id)
+            if busy is not None:
+                self.api.pause(busy.retry_after(), self.deadline)
+
+    def run(self, uniques: List[Unique], rows: List[Row], progress: Progress) -> None:
+        """Submit and poll in one loop until every job is complete; DeadlineReached on ``--timeout``."""
+        queue = self.plan(uniques)
+        not_before = 0.0  # when the server said it would take a job again
+        interval = POLL_FIRST
+        clock = self.api.clock
+        while True:
+            if queue and clock() >= not_before:
+                busy = self.submit_ready(queue)
+                if busy is not None:
+                    not_before = clock() + busy.retry_after()
+            for batch in self.accepted:
+                if not batch.done:
+                    batch.absorb(self.api.job(batch.job_id, self.deadline))  # type: ignore[arg-type]
+            counts = tally(rows)
+            progress.update(counts["complete"] + counts["failed"], counts["failed"], bool(queue))
+            if not queue and all(batch.done for batch in self.accepted):
+                return
+            wait = interval
+            if queue:
+                wait = min(wait, max(not_before - clock(), 0.0))
+            self.api.pause(wait, self.deadline)
+            interval = min(interval * POLL_GROWTH, POLL_MAX)
+
+
+# --- output
+
+
+def write_results(rows: Sequence[Row], fmt: str) -> None:
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        for row in rows:
+            entry = row.entry()
+            writer.writerow((entry["url"], entry["status"], entry["link"] or "", entry["error"] or ""))
+        click.echo(buffer.getvalue(), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps([row.entry() for row in rows], ensure_ascii=False, indent=2))
+    else:  # links: complete ones only
+        for row in rows:
+            link = row.entry()["link"]
+            if link:
+                click.echo(link)
+
+
+def summary(rows: Sequence[Row], elapsed: float) -> str:
+    counts = tally(rows)
+    line = "%s: %s, %d complete, %d failed" % (PROG, plural(len(rows), "URL"), counts["complete"], counts["failed"])
+    if counts["pending"]:
+        line += ", %d pending" % counts["pending"]
+    return line + " in %.1f s" % elapsed
+
+
+# --- the command
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _tell_submitted(submitter: Submitter, no_wait: bool, when: str) -> None:
+    """Name the jobs already queued (with --no-wait their ids are on stdout already)."""
+    if submitter.accepted and not no_wait:
+        ids = " ".join(batch.job_id or "" for batch in submitter.accepted)
+        click.echo("%s: jobs submitted %s: %s" % (PROG, when, ids), err=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--server", envvar="IMGURD_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="URL",
+              help="Base URL of the imgurd server (env: IMGURD_SERVER).")
+@click.option("--api-token", envvar="IMGURD_API_TOKEN", default=None, metavar="TOKEN",
+              help="Sent as 'Authorization: Bearer TOKEN' (env: IMGURD_API_TOKEN).")
+@click.option("--file", "files", multiple=True, metavar="PATH",
+              help="Read URLs from PATH, one a line ('-' for stdin); blank lines and lines starting "
+                   "with # are skipped. May be repeated; read after the URL arguments.")
+@click.option("--batch", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+              help="At most N URLs per job; a job the server finds too large is split in halves.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "links"]), default="csv", show_default=True,
+              help="csv (url,status,link,error), json (a list of image entries) or links (complete ones only).")
+@click.option("--no-wait", is_flag=True, help="Print the job ids, one a line, and exit without waiting.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="Give up after SECONDS: print what is known (unfinished URLs as pending), exit 3.")
+@click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
+@click.argument("urls", nargs=-1, metavar="[URL]...")
+def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch: int, fmt: str,
+            no_wait: bool, timeout: Optional[float], urls: Tuple[str, ...]) -> int:
+    """Submit image URLs to an imgurd server and print, in input order, the Imgur link or the
+    failure of each.
+
+    Exit status: 0 all complete, 1 some failed (results still printed), 2 usage error, unreachable
+    server or rejected request, 3 --timeout reached (unfinished URLs printed as pending).
+    """
+    started = time.monotonic()
+    try:
+        api = ApiClient(server, api_token or None)
+    except ValueError as error:
+        raise UsageProblem(str(error)) from None
+    rows, uniques = collect(urls, files)
+    deadline = started + timeout if timeout is not None else None
+    submitter = Submitter(api, batch, deadline)
+    terminal = _stderr_is_terminal()
+    timed_out = False
+    try:
+        if no_wait:
+            try:
+                submitter.run_no_wait(uniques)
+            except DeadlineReached:
+                click.echo("%s: --timeout reached after %g s; %d of %s submitted" % (
+                    PROG, timeout, sum(len(b.uniques) for b in submitter.accepted),
+                    plural(len(uniques), "distinct URL")), err=True)
+                return EXIT_TIMEOUT
+            return EXIT_OK
+        with Progress(len(rows), terminal, started) as progress:
+            try:
+                submitter.run(uniques, rows, progress)
+            except DeadlineReached:
+                timed_out = True
+    except SubmitError as error:
+        click.echo("%s: error: %s" % (PROG, error), err=True)
+        _tell_submitted(submitter, no_wait, "before the error")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _tell_submitted(submitter, no_wait, "before the interruption")
+        raise
+    finally:
+        api.close()
+    write_results(rows, fmt)
+    elapsed = time.monotonic() - started
+    if not terminal:
+        click.echo(summary(rows, elapsed) + (" (--timeout reached)" if timed_out else ""), err=True)
+    elif timed_out:
+        click.echo("%s: --timeout reached after %.1f s; %s still pending"
+                   % (PROG, elapsed, plural(tally(rows)["pending"], "URL")), err=True)
+    if timed_out:
+        return EXIT_TIMEOUT
+    return EXIT_FAILED if tally(rows)["failed"] else EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """The console script: click's parsing, with every error on one line and SPEC 6's exit statuses."""
+    try:
+        code = command.main(args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as error:
+        click.echo("%s: error: %s (see --help)" % (PROG, error.format_message().rstrip(".")), err=True)
+        code = EXIT_ERROR
+    except click.ClickException as error:
+        click.echo("%s: error: %s" % (PROG, error.format_message()), err=True)
+        code = EXIT_ERROR
+    except UsageProblem as error:
+        click.echo("%s: error: %s" % (PROG, error), err=True)
+        code = EXIT_ERROR
+    except click.Abort:
+        click.echo("%s: interrupted" % PROG, err=True)
+        code = 130
+    except BrokenPipeError:  # e.g. piped into head: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_FAILED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

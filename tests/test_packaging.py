@@ -1,0 +1,376 @@
+"""What ships around the package (SPEC 5): the Dockerfile, .dockerignore and the systemd unit."""
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pytest
+
+from imgurd.settings import BY_NAME, SETTINGS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+UNIT = ROOT / "contrib" / "imgurd.service"
+ENV_EXAMPLE = ROOT / "contrib" / "imgurd.env.example"
+
+SECRET_ENVS = {s.env for s in SETTINGS if s.secret} | {BY_NAME["client_id"].env}
+
+
+# --- tiny parsers
+
+
+def dockerfile_instructions(path: Path = DOCKERFILE) -> List[Tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions: List[Tuple[str, str]] = []
+    pending = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if pending and stripped.startswith("#"):  # comment lines inside a continuation are ignored
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        whole = (pending + stripped).strip()
+        pending = ""
+        if whole:
+            keyword, _, rest = whole.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    assert not pending, "Dockerfile ends inside a continuation line"
+    return instructions
+
+
+def dockerfile(keyword: str) -> List[str]:
+    return [rest for kw, rest in dockerfile_instructions() if kw == keyword]
+
+
+def exec_form(arguments: str) -> List[str]:
+    """A JSON-array (exec form) argument list; shell form is split like a shell would."""
+    if arguments.startswith("["):
+        return json.loads(arguments)
+    import shlex
+
+    return shlex.split(arguments)
+
+
+def unit_file(path: Path = UNIT) -> Dict[str, Dict[str, List[str]]]:
+    """{section: {key: [values in order]}}; systemd allows a key more than once."""
+    sections: Dict[str, Dict[str, List[str]]] = {}
+    current = None
+    pending = ""
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        stripped = line.strip()
+        if not pending and (not stripped or stripped[0] in "#;"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        whole, pending = (pending + stripped).strip(), ""
+        if whole.startswith("[") and whole.endswith("]"):
+            current = sections.setdefault(whole[1:-1], {})
+            continue
+        assert current is not None, "line %d is outside any section" % number
+        key, equals, value = whole.partition("=")
+        assert equals, "line %d is not key=value: %r" % (number, line)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def dockerignore_patterns() -> List[str]:
+    lines = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+    return [line.strip().rstrip("/") for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def dockerignored(path: str) -> bool:
+    """Whether the build context leaves ``path`` out (enough of Docker's rules for our file: no "!")."""
+    patterns = dockerignore_patterns()
+    assert not any(p.startswith("!") for p in patterns), "extend dockerignored() for exceptions"
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        pattern = pattern.lstrip("/")
+        for prefix in prefixes:
+            if fnmatch.fnmatchcase(prefix, pattern):
+                return True
+            if pattern.startswith("**/") and fnmatch.fnmatchcase(prefix.split("/")[-1], pattern[3:]):
+                return True
+    return False
+
+
+def seconds(text: str) -> float:
+    """A systemd time span such as ``45``, ``45s``, ``1min 30s``."""
+    units = {"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60,
+             "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600, "ms": 0.001, "msec": 0.001}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text.strip()):
+        total += float(number) * units[unit]
+    return total
+
+
+# --- Dockerfile
+
+
+def test_docker_base_is_python_311_slim():
+    froms = dockerfile("FROM")
+    assert froms, "no FROM"
+    final_image = froms[-1].split()[0]
+    assert final_image.startswith("python:3.11-slim"), final_image
+
+
+def test_docker_dependencies_come_from_wheels_without_a_compiler():
+    runs = " ".join(dockerfile("RUN"))
+    installs = re.findall(r"pip install[^&;]*", runs)
+    assert installs, "no pip install in the Dockerfile"
+    for command in installs:
+        assert "--only-binary=:all:" in command, command
+        assert "--no-cache-dir" in command, command
+    for tool in ("gcc", "build-essential", "libcurl4-openssl-dev", "libssl-dev", "apt-get install"):
+        assert tool not in runs, "the image should need no compiler or system packages: %s" % tool
+
+
+def test_docker_runs_as_a_non_root_user():
+    users = dockerfile("USER")
+    assert users, "no USER: the service would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), users[-1]
+    names = [kw for kw, _ in dockerfile_instructions()]
+    last_user = len(names) - 1 - names[::-1].index("USER")
+    for keyword in ("ENTRYPOINT", "CMD", "HEALTHCHECK"):
+        if keyword in names:
+            assert names.index(keyword) > last_user, "%s comes before USER" % keyword
+
+
+def test_docker_exposes_8080_and_stops_with_sigterm():
+    exposed = " ".join(dockerfile("EXPOSE")).split()
+    assert "8080" in exposed or "8080/tcp" in exposed
+    assert dockerfile("STOPSIGNAL") == ["SIGTERM"]
+
+
+def test_docker_command_listens_on_all_interfaces():
+    entrypoint = exec_form(dockerfile("ENTRYPOINT")[-1]) if dockerfile("ENTRYPOINT") else []
+    cmd = exec_form(dockerfile("CMD")[-1]) if dockerfile("CMD") else []
+    argv = entrypoint + cmd
+    assert argv and os.path.basename(argv[0]) == "imgurd", argv
+    assert "--host" in argv and argv[argv.index("--host") + 1] == "0.0.0.0", argv
+
+
+def healthcheck_argv() -> List[str]:
+    checks = dockerfile("HEALTHCHECK")
+    assert len(checks) == 1, checks
+    options, _, command = checks[0].partition("CMD ")
+    assert command, "HEALTHCHECK without CMD"
+    return exec_form(command.strip())
+
+
+def test_docker_healthcheck_uses_python_not_curl():
+    argv = healthcheck_argv()
+    text = " ".join(argv)
+    assert "/healthz" in text
+    assert os.path.basename(argv[0]).startswith("python"), argv
+    assert "urllib" in text
+    assert "curl" not in text and "wget" not in text
+
+
+def test_docker_healthcheck_command_really_checks_healthz(tmp_path):
+    """Run the HEALTHCHECK command (with this interpreter) against a real imgurd, then without one."""
+    argv = [sys.executable] + healthcheck_argv()[1:]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    notify_path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(notify_path)
+    listener.settimeout(15)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+    env.update(IMGURD_CLIENT_ID="healthcheck-test", IMGURD_PORT=str(port), NOTIFY_SOCKET=notify_path,
+               # the check must not go through a proxy configured for the container
+               http_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    daemon = subprocess.Popen([imgurd_executable(), "--host", "127.0.0.1"], env=env, stderr=subprocess.PIPE)
+    try:
+        assert listener.recv(1024).startswith(b"READY=1")
+        healthy = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+        assert healthy.returncode == 0, healthy.stderr.decode()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=30)
+        listener.close()
+    assert daemon.returncode == 0
+    unhealthy = subprocess.run(argv, env=env, capture_output=True, timeout=30)
+    assert unhealthy.returncode == 1  # Docker: 1 = unhealthy (2 is reserved)
+
+
+def test_docker_bakes_in_no_secrets():
+    for keyword in ("ENV", "ARG", "LABEL"):
+        for arguments in dockerfile(keyword):
+            for name in SECRET_ENVS:
+                assert name not in arguments, "%s %s bakes %s into the image" % (keyword, arguments, name)
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if not line.lstrip().startswith("#"):
+            assert not re.search(r"--(client-secret|refresh-token|api-token|client-id)\b", line), line
+
+
+def test_docker_copies_only_what_the_build_needs_and_dockerignore_keeps_it():
+    copied = []
+    for arguments in dockerfile("COPY"):
+        parts = [p for p in exec_form(arguments) if not p.startswith("--")]
+        copied.extend(parts[:-1])
+    assert copied
+    for source in copied:
+        assert (ROOT / source).exists(), "COPY %s: no such file" % source
+        assert not dockerignored(source), "COPY %s but .dockerignore leaves it out" % source
+    # setup.py reads README.md for long_description: it must be in the context
+    assert "README.md" in copied and "setup.py" in copied
+
+
+def test_dockerignore_excludes_repository_clutter_and_secrets():
+    assert DOCKERIGNORE.exists()
+    for path in (".git", ".git/HEAD", ".venv", ".venv/bin/python", ".pytest_cache", "tests",
+                 "imgurd/__pycache__/cli.cpython-311.pyc", "imgurd.egg-info", "bench/out/result.json",
+                 "contrib/imgurd.env", ".env", "imgurd.conf"):
+        assert dockerignored(path), "%s is sent to the Docker daemon" % path
+    for path in ("setup.py", "README.md", "imgurd", "imgurd/cli.py"):
+        assert not dockerignored(path), "%s is left out of the build context" % path
+
+
+# --- systemd unit
+
+
+@pytest.fixture(scope="module")
+def unit():
+    return unit_file()
+
+
+def only(unit, section: str, key: str) -> str:
+    values = unit.get(section, {}).get(key)
+    assert values, "[%s] %s= is missing" % (section, key)
+    return values[-1]
+
+
+def test_unit_is_type_notify_with_dynamic_user(unit):
+    assert only(unit, "Service", "Type") == "notify"
+    assert only(unit, "Service", "NotifyAccess") == "main"
+    assert only(unit, "Service", "DynamicUser") == "yes"
+    assert "User" not in unit["Service"] and "Group" not in unit["Service"]
+    assert only(unit, "Install", "WantedBy") == "multi-user.target"
+    assert "network-online.target" in only(unit, "Unit", "After")
+
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "RestrictNamespaces": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "CapabilityBoundingSet": "",
+    "AmbientCapabilities": "",
+    "SystemCallArchitectures": "native",
+    "UMask": "0077",
+}
+
+
+@pytest.mark.parametrize("key", sorted(HARDENING))
+def test_unit_hardening(unit, key):
+    assert only(unit, "Service", key) == HARDENING[key]
+
+
+def test_unit_restricts_address_families_and_system_calls(unit):
+    assert set(only(unit, "Service", "RestrictAddressFamilies").split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    filters = unit["Service"]["SystemCallFilter"]
+    assert filters[0] == "@system-service"
+    assert all(f == "@system-service" or f.startswith("~") for f in filters), filters
+
+
+def test_unit_runs_imgurd_with_the_config_file(unit):
+    argv = only(unit, "Service", "ExecStart").split()
+    assert argv[0].startswith("/") and argv[0].endswith("/bin/imgurd"), argv
+    assert argv[argv.index("--config") + 1] == "/etc/imgurd/imgurd.conf", argv
+    assert "--host" not in argv and "--client-id" not in argv  # settings live in the files
+
+
+def test_unit_takes_secrets_from_an_environment_file(unit):
+    assert only(unit, "Service", "EnvironmentFile") == "-/etc/imgurd/imgurd.env"
+    # imgurd cannot read systemd credentials, so none may be configured
+    for key in ("LoadCredential", "LoadCredentialEncrypted", "SetCredential", "SetCredentialEncrypted"):
+        assert key not in unit["Service"]
+    for value in unit["Service"].get("Environment", []):
+        for name in SECRET_ENVS:
+            assert name not in value, "secret %s set in the unit itself" % name
+
+
+def test_unit_stops_gracefully_and_restarts_on_failure(unit):
+    assert only(unit, "Service", "KillSignal") == "SIGTERM"
+    assert seconds(only(unit, "Service", "TimeoutStopSec")) > BY_NAME["shutdown_timeout"].default
+    assert only(unit, "Service", "Restart") == "on-failure"
+    # exit status 2 is a configuration error (SPEC 4): restarting cannot fix it
+    assert "2" in only(unit, "Service", "RestartPreventExitStatus").split()
+
+
+def test_env_example_sets_only_known_keys():
+    known = {s.env for s in SETTINGS}
+    names = []
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^#?\s*(IMGURD_[A-Z_]+)=", line)
+        if match:
+            names.append(match.group(1))
+            if not line.startswith("#"):
+                assert not line.startswith("export ") and '"' not in line and "'" not in line, line
+    assert BY_NAME["client_id"].env in names
+    unknown = sorted(set(names) - known)
+    assert not unknown, "unknown keys in %s: %s" % (ENV_EXAMPLE.name, unknown)
+
+
+def imgurd_executable() -> str:
+    beside = Path(sys.executable).parent / "imgurd"
+    found = str(beside) if beside.exists() else shutil.which("imgurd")
+    assert found, "install the package first: pip install -e '.[test]'"
+    return found
+
+
+@pytest.fixture
+def runnable_unit(tmp_path):
+    """A copy of the unit whose ExecStart points at the imgurd installed here."""
+    text = UNIT.read_text(encoding="utf-8")
+    argv0 = only(unit_file(), "Service", "ExecStart").split()[0]
+    copy = tmp_path / "imgurd.service"
+    copy.write_text(text.replace("ExecStart=%s " % argv0, "ExecStart=%s " % imgurd_executable()), encoding="utf-8")
+    return copy
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify(runnable_unit):
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(runnable_unit)],
+                            capture_output=True, text=True, timeout=120)
+    complaints = [line for line in (result.stdout + result.stderr).splitlines() if "imgurd" in line]
+    assert result.returncode == 0 and not complaints, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_systemd_analyze_security_rates_the_unit_ok(runnable_unit):
+    result = subprocess.run(["systemd-analyze", "security", "--no-pager", "--offline=yes", str(runnable_unit)],
+                            capture_output=True, text=True, timeout=120)
+    level = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    if level is None:
+        pytest.skip("this systemd-analyze cannot rate unit files offline: %s" % result.stderr.strip()[:200])
+    assert float(level.group(1)) <= 2.0, result.stdout
