@@ -30,7 +30,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "imgurd=imgurd.cli:main",
+            "imgurd=imgurd.cli:run_command",
             "imgurd-submit=imgurd.submit:main",
         ],
     },

@@ -4,7 +4,6 @@ Standard library only (``http.client``): one keep-alive connection to the server
 bounded retries for network trouble, and an optional deadline that no request or pause outlasts.
 """
 
-import email.utils
 import http.client
 import json
 import socket
@@ -13,7 +12,7 @@ import time
 import urllib.parse
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from . import __version__
+from . import __version__, backoff
 
 USER_AGENT = "imgurd-submit/" + __version__
 REQUEST_TIMEOUT = 60.0  # seconds for one request (a POST of 1000 URLs is answered at once)
@@ -64,21 +63,9 @@ class Reply:
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return DEFAULT_RETRY_AFTER
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return DEFAULT_RETRY_AFTER
-        if moment is None:
-            return DEFAULT_RETRY_AFTER
-        seconds = moment.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    """Seconds to wait from a ``Retry-After`` header, clamped to something a client can live with."""
+    seconds = backoff.retry_after(value, now)
+    if seconds is None:
         return DEFAULT_RETRY_AFTER
     return min(max(seconds, 0.5), MAX_RETRY_AFTER)
 

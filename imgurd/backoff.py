@@ -27,7 +27,7 @@ def retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[f
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

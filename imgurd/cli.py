@@ -1,6 +1,7 @@
 """The ``imgurd`` command: options generated from the settings table (SPEC 4)."""
 
 import os
+import socket
 import sys
 from typing import Any, Callable
 
@@ -44,7 +45,25 @@ def main(config_path: Any, **flags: Any) -> None:
 
     try:
         run(config)
+    except socket.gaierror as error:  # --host names no address: a configuration error
+        click.echo("imgurd: error: invalid value for host: cannot resolve %r (%s)" % (config.host, error.strerror),
+                   err=True)
+        sys.exit(2)
     except OSError as error:  # e.g. the port is taken
         click.echo("imgurd: error: cannot listen on %s:%s: %s" % (config.host, config.port,
                                                                   error.strerror or error), err=True)
         sys.exit(1)
+
+
+def run_command() -> None:
+    """The console script: click's usage errors too become one line and exit status 2 (SPEC 4)."""
+    try:
+        main.main(standalone_mode=False)
+    except click.exceptions.NoSuchOption as error:
+        click.echo("imgurd: error: unknown option %s (see imgurd --help)" % error.option_name, err=True)
+        sys.exit(2)
+    except click.UsageError as error:
+        click.echo("imgurd: error: %s" % error.format_message(), err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)

@@ -17,7 +17,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from . import USER_AGENT, backoff, netguard
 from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
-from .urls import normalise
+from .urls import fetch_form
 
 log = logging.getLogger("imgurd.download")
 
@@ -52,7 +52,7 @@ class Downloader:
 
     async def fetch(self, url: str) -> bytearray:
         """The body of ``url``, or TransferError with the reason. Retries what is worth retrying."""
-        target = normalise(url) or url
+        target = fetch_form(url)
         attempt = 0
         while True:
             attempt += 1
@@ -79,6 +79,9 @@ class Downloader:
 
         def prepare(curl: pycurl.Curl) -> None:
             quiet(curl)
+            # no proxy, whatever http_proxy/ALL_PROXY say: through a proxy the guard would only ever
+            # see the proxy's address, and the proxy would fetch internal URLs for us
+            curl.setopt(pycurl.PROXY, "")
             curl.setopt(pycurl.WRITEFUNCTION, body.write)
             curl.setopt(pycurl.MAXFILESIZE_LARGE, config.max_image_bytes)
             curl.setopt(pycurl.LOW_SPEED_LIMIT, LOW_SPEED_LIMIT)

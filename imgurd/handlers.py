@@ -104,6 +104,10 @@ class UploadHandler(ApiHandler):
             self._chunks = []  # answered with 413 in post(); keep nothing meanwhile
 
     def post(self) -> None:
+        if self.service.stopping:
+            self.set_header("Connection", "close")
+            raise ApiError(503, "imgurd is shutting down; submit to another instance or retry later",
+                           {"Retry-After": str(BACKLOG_RETRY_AFTER)})
         if self._size > self.config.max_body_bytes:
             raise ApiError(413, "request body is larger than %d bytes (max_body_bytes)" % self.config.max_body_bytes)
         key = self.request.headers.get("Idempotency-Key")
@@ -134,8 +138,9 @@ class UploadHandler(ApiHandler):
     def _parse_urls(self, body: bytes) -> list:
         try:
             document = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            detail = exc.msg if isinstance(exc, json.JSONDecodeError) else \
+                "nested too deeply" if isinstance(exc, RecursionError) else "not UTF-8"
             raise ApiError(400, "request body is not valid JSON: %s" % detail) from None
         if not isinstance(document, dict):
             raise ApiError(400, 'request body must be a JSON object like {"urls": ["https://..."]}')
@@ -178,15 +183,21 @@ class ImagesHandler(ApiHandler):
         values = self.request.query_arguments.get(name)
         if not values:
             return default
-        text = values[-1].decode("utf-8", "replace")
-        if not text.isascii() or not text.isdigit():
-            raise ApiError(400, "%s must be a non-negative integer, not %r" % (name, text[:40]))
+        if len(values) > 1:
+            raise ApiError(400, "%s is given %d times; give it once" % (name, len(values)))
+        text = values[0].decode("utf-8", "replace")
+        if not text.isascii() or not text.isdigit() or len(text) > 18:
+            raise ApiError(400, "%s must be a non-negative integer (at most 18 digits), not %r" % (name, text[:40]))
         return int(text)
 
 
 class HealthHandler(JsonHandler):
     def get(self) -> None:
         self.send_json({"status": "ok"})
+
+    def head(self) -> None:
+        self.set_status(200)
+        self.finish()
 
 
 class MetricsHandler(JsonHandler):
@@ -202,6 +213,8 @@ class OpenApiHandler(ApiHandler):
         self.send_json(self.service.openapi)
 
 
-class NotFoundHandler(JsonHandler):
+class NotFoundHandler(ApiHandler):
     def prepare(self) -> None:
+        if self.request.path.startswith("/v1/"):
+            super().prepare()  # with api_token set, /v1/ answers nothing, not even 404s, to strangers
         raise ApiError(404, "no such resource: %s" % self.request.path[:200])

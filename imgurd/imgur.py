@@ -63,21 +63,28 @@ class ImgurClient:
                     raise
                 wait = backoff.delay(attempt)
                 if error.retry_after is not None:
+                    if error.retry_after > self.config.max_rate_limit_wait:
+                        error.reason += "; Imgur asked to retry after %d s, beyond max_rate_limit_wait (%d s)" % (
+                            error.retry_after, self.config.max_rate_limit_wait)
+                        raise
                     wait = max(wait, error.retry_after)
                 log.debug("upload attempt %d failed (%s); retrying in %.1f s", attempt, error.reason, wait)
                 await gen.sleep(wait)
 
     async def _attempt(self, body: bytes, content_type: str) -> Tuple[str, Optional[str]]:
         auth = await self.tokens.header()
-        await self.gate.acquire()
         request = HTTPRequest(
             self.url, method="POST", body=body,
             headers={"Authorization": auth, "Content-Type": content_type, "Accept": "application/json"},
             connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
             user_agent=USER_AGENT, prepare_curl_callback=quiet,
         )
-        response, error = await fetch(self.http, request)
-        self.gate.release(response.headers if response is not None else None)
+        await self.gate.acquire()
+        response = None
+        try:
+            response, error = await fetch(self.http, request)
+        finally:
+            self.gate.release(response.headers if response is not None else None)
         if response is None:
             raise curl_failure(error, self.url, self.config, "upload")
         return self._outcome(response, auth)

@@ -9,6 +9,7 @@ reason that says so.
 """
 
 import datetime
+import math
 import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
@@ -37,9 +38,10 @@ def _number(headers: Mapping[str, str], name: str) -> Optional[float]:
     if value is None:
         return None
     try:
-        return float(value.strip())
+        number = float(value.strip())
     except ValueError:
         return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 class RateGate:

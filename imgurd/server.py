@@ -58,6 +58,7 @@ async def serve(config, ready: Optional[asyncio.Future] = None) -> None:
         loop.add_signal_handler(signum, lambda: asyncio.ensure_future(_hurry(service)))
 
     sd_notify("STOPPING=1")
+    service.stopping = True  # connections kept alive may still send a POST: it is refused with 503
     log.info("shutting down: no new connections; waiting up to %g s for %d transfers in flight",
              config.shutdown_timeout, service.store.in_flight)
     server.stop()

@@ -24,14 +24,18 @@ CLIENT_SLACK = 4  # curl handles beyond max_concurrency: token renewals, never a
 class Service:
     def __init__(self, config) -> None:
         self.config = config
+        self.stopping = False  # set when shutdown begins: no new jobs
         self.store = JobStore(config.job_ttl, config.max_jobs)
-        # Every transfer holds a semaphore slot while it uses curl, so the client never has to queue
-        # a request (tornado would count that wait against connect_timeout).
+        # Every transfer holds a semaphore slot while it uses curl, so neither client ever has to queue
+        # a request (tornado would count that wait against connect_timeout). Downloads have a client
+        # of their own: its connection pool holds only connections the network guard approved, so a
+        # download can never ride a connection opened to Imgur (an internal api_url, say).
         self.http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_concurrency + CLIENT_SLACK)
+        self.download_http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_concurrency + CLIENT_SLACK)
         self.tokens = TokenSource(config, self.http)
         self.gate = RateGate(config.max_rate_limit_wait)
         self.imgur = ImgurClient(config, self.http, self.tokens, self.gate)
-        self.downloader = Downloader(config, self.http)
+        self.downloader = Downloader(config, self.download_http)
         self.metrics = Metrics()
         self.metrics.watch(self.store, self.gate)
         self.pipeline = Pipeline(config, self.store, self.downloader, self.imgur, self.metrics)
@@ -60,6 +64,7 @@ class Service:
 
     def close(self) -> None:
         self.http.close()
+        self.download_http.close()
 
     def application(self) -> web.Application:
         args = {"service": self}

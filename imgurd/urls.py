@@ -14,7 +14,7 @@ def normalise(text: str) -> Optional[str]:
     dropped; path and query kept exactly as given.
     """
     value = text.strip()
-    if not value or len(value) > MAX_URL_LENGTH or any(ord(c) < 0x21 or c == "\x7f" for c in value):
+    if not value or len(value) > MAX_URL_LENGTH or any(_unprintable(c) for c in value):
         return None
     try:
         parts = urllib.parse.urlsplit(value)
@@ -25,6 +25,11 @@ def normalise(text: str) -> Optional[str]:
         return None
     if scheme not in DEFAULT_PORTS or not host:
         return None
+    if not host.isascii():
+        try:
+            host.encode("idna")  # an internationalised host must be a valid IDN
+        except UnicodeError:
+            return None
     if ":" in host:
         host = "[%s]" % host
     userinfo = parts.netloc.rpartition("@")[0]
@@ -32,6 +37,33 @@ def normalise(text: str) -> Optional[str]:
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc += ":%d" % port
     return urllib.parse.urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+
+
+def _unprintable(char: str) -> bool:
+    """Controls (C0, DEL, C1), white space and lone surrogates never belong inside a URL."""
+    code = ord(char)
+    return code < 0x21 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF or char.isspace()
+
+
+def fetch_form(url: str) -> str:
+    """The normal form of a submitted URL as ASCII, for curl: IDNA host, non-ASCII octets of
+    path and query percent-encoded as UTF-8 (what a browser sends)."""
+    value = normalise(url) or url
+    if value.isascii():
+        return value
+    parts = urllib.parse.urlsplit(value)
+    host = parts.hostname or ""
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = "[%s]" % host
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (urllib.parse.quote(userinfo, safe=":%") + "@" if userinfo else "") + host
+    if parts.port is not None:
+        netloc += ":%d" % parts.port
+    keep = "/%:@!$&'()*+,;=-._~?"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, urllib.parse.quote(parts.path, safe=keep),
+                                    urllib.parse.quote(parts.query, safe=keep), ""))
 
 
 def display(value: object, limit: int = 100) -> str:

@@ -37,9 +37,9 @@ def jpeg_of_size(size: int, seed: int = 0) -> bytes:
     return (head + filler)[: max(size - 2, len(head))] + b"\xff\xd9"
 
 
-def start_server(app: web.Application, **server_args: Any):
-    """Listen on 127.0.0.1 on a free port, on the current loop; returns (server, port)."""
-    sockets = bind_sockets(0, "127.0.0.1")
+def start_server(app: web.Application, host: str = "127.0.0.1", **server_args: Any):
+    """Listen on ``host`` (a loopback address) on a free port, on the current loop; returns (server, port)."""
+    sockets = bind_sockets(0, host)
     server = HTTPServer(app, **server_args)
     server.add_sockets(sockets)
     return server, sockets[0].getsockname()[1]

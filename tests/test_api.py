@@ -70,6 +70,9 @@ async def test_job_status_moves_from_pending_to_in_progress(start_service, origi
     (b"", "request body is not valid JSON"),
     (b"\xff\xfe", "request body is not valid JSON"),
     (b"[1, 2]", "request body must be a JSON object"),
+    (b"[" * 200000, "request body is not valid JSON"),
+    (b'{"urls": ' + b"[" * 100000 + b"]" * 100000 + b"}", "request body is not valid JSON"),
+    (b'{"urls": ["http://example.com/\\ud800.jpg"]}', "urls[0] is not an http(s) URL"),
     (b'{"url": ["https://x.com/a.jpg"]}', "urls is missing"),
     (b'{"urls": "https://x.com/a.jpg"}', "urls must be an array"),
     (b'{"urls": []}', "urls must not be empty"),
@@ -162,7 +165,8 @@ async def test_images_paging(start_service):
     assert body["uploaded"] == []
     code, body, _ = await api.call("GET", "/v1/images?offset=50")
     assert body["uploaded"] == []
-    for query in ("offset=-1", "limit=abc", "limit=1.5", "offset=", "limit=%D9%A3"):
+    for query in ("offset=-1", "limit=abc", "limit=1.5", "offset=", "limit=%D9%A3", "offset=" + "9" * 5000,
+                  "offset=1&offset=2"):
         code, body, _ = await api.call("GET", "/v1/images?" + query)
         assert code == 400 and ("offset" in body["error"] or "limit" in body["error"]), query
 
@@ -173,3 +177,31 @@ async def test_post_returns_before_any_download(start_service, origin):
     job_id = await api.submit([origin.url("/hang/0.5")])
     assert origin.requests == 0  # answered before the transfer started
     assert (await api.wait(job_id))["status"] == "complete"
+
+
+@pytest.mark.gen_test
+async def test_no_new_jobs_once_shutdown_begins(start_service):
+    api = start_service()
+    api.service.stopping = True
+    code, body, headers = await api.call("POST", "/v1/images/upload", {"urls": ["http://127.0.0.1:9/a.jpg"]})
+    assert code == 503 and "shutting down" in body["error"]
+    assert headers["Connection"] == "close" and int(headers["Retry-After"]) > 0
+    assert not api.service.store.jobs
+
+
+@pytest.mark.gen_test
+async def test_token_asked_before_any_v1_answer(start_service):
+    api = start_service(api_token="t0k")
+    for path in ("/v1/nope", "/v1/images/", "/v1/images/upload/"):
+        code, body, _ = await api.call("GET", path)
+        assert code == 401, path
+        code, body, _ = await api.call("GET", path, headers={"Authorization": "Bearer t0k"})
+        assert code == 404, path
+    assert (await api.call("GET", "/nope"))[0] == 404
+
+
+@pytest.mark.gen_test
+async def test_head_healthz(start_service):
+    api = start_service()
+    code, body, _ = await api.call("HEAD", "/healthz")
+    assert code == 200

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -67,6 +68,9 @@ def test_version():
     (["--client-id", "x", "--max-concurrency", "many"], None, "invalid value for max_concurrency"),
     (["--client-id", "x"], "[imgurd]\nbogus = 1\n", "unknown key bogus in config file"),
     (["--client-id", "x", "--config", "/nonexistent/imgurd.conf"], None, "cannot read config file /nonexistent"),
+    (["--client-id", "x", "--bogus", "1"], None, "unknown option --bogus"),
+    (["--client-id", "x", "--allow-private-networks=yes"], None, "--allow-private-networks' does not take a value"),
+    (["--client-id", "x", "--port"], None, "--port' requires an argument"),
 ])
 def test_bad_configuration_exits_2_with_one_line(tmp_path, args, config, expected):
     if config is not None:
@@ -84,7 +88,8 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path, args, config, expecte
         assert str(tmp_path / "imgurd.conf") in lines[0]
 
 
-def test_sigterm_drains_reports_abandoned_and_notifies_systemd(servers, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_drains_reports_abandoned_and_notifies_systemd(servers, tmp_path, signum):
     notify_path = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(notify_path)
@@ -102,7 +107,7 @@ def test_sigterm_drains_reports_abandoned_and_notifies_systemd(servers, tmp_path
         time.sleep(0.5)
     finally:
         started = time.monotonic()
-        code, log = daemon.stop()
+        code, log = daemon.stop(signum)
     assert listener.recv(1024).decode() == "STOPPING=1"
     listener.close()
     assert code == 0

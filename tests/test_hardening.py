@@ -240,3 +240,85 @@ def test_eviction_is_bounded_per_call():
     now[0] = 100.0
     assert store.evict(limit=1000) == 1000 and len(store.jobs) == 1500
     assert store.evict(limit=1000) == 1000 and store.evict(limit=1000) == 500 and not store.jobs
+
+
+# --- hostile answers and environments
+
+
+@pytest.mark.gen_test
+async def test_environment_proxy_cannot_carry_downloads_past_the_guard(start_service, origin, monkeypatch):
+    """http_proxy pointing at a (loopback) proxy: downloads must not go through it."""
+    real = netguard.classify
+    monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.1" else real(a))
+    proxy = Origin().start()  # would answer any proxied GET; must see none
+    try:
+        for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url(""))
+        api = start_service(allow_private_networks=False)
+        image = await run_one(api, "http://127.0.0.2:%d/secret.jpg" % origin.port)
+        assert image["error"] == "address not allowed: 127.0.0.2 (loopback)"
+        assert proxy.requests == 0
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.gen_test
+async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, origin, monkeypatch):
+    """Imgur on 127.0.0.2 (internal to the guard here): after an upload, a download from it is refused."""
+    from tests.fakes import FakeImgur
+
+    real = netguard.classify
+    monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.1" else real(a))
+    internal = FakeImgur()
+    internal.server, internal.port = start_server(internal.application(), host="127.0.0.2")
+    try:
+        api = start_service(allow_private_networks=False, client_id=internal.client_id,
+                            api_url="http://127.0.0.2:%d" % internal.port)
+        assert (await run_one(api, origin.add("/a.jpg", JPEG)))["status"] == "complete"
+        image = await run_one(api, "http://127.0.0.2:%d/3/image" % internal.port)
+        assert image["error"] == "address not allowed: 127.0.0.2 (loopback)"
+        assert internal.requests == 1
+    finally:
+        internal.stop()
+
+
+@pytest.mark.gen_test
+async def test_non_ascii_urls_are_fetched_as_utf8(start_service, origin, imgur):
+    api = start_service()
+    origin.add("/caf%C3%A9.jpg", JPEG)
+    url = origin.url("/caf\u00e9.jpg")
+    image = await run_one(api, url)
+    assert image["status"] == "complete" and image["url"] == url, image
+
+
+@pytest.mark.gen_test
+async def test_odd_retry_after_from_origin_is_not_an_internal_error(start_service, origin):
+    api = start_service(max_attempts=2)
+    origin.add("/odd.jpg", JPEG)
+    origin.fail_first("/odd.jpg", 503)
+    image = await run_one(api, origin.url("/odd.jpg?retry_after=%C2%B2"))
+    assert image["status"] == "complete", image
+
+
+@pytest.mark.gen_test
+async def test_imgur_retry_after_beyond_max_rate_limit_wait_fails_at_once(start_service, origin, imgur):
+    api = start_service(max_rate_limit_wait=5, max_attempts=3)
+    imgur.fail_next(429, "Too Many Requests", headers={"Retry-After": "100000"})
+    started = time.monotonic()
+    image = await run_one(api, origin.add("/a.jpg", JPEG))
+    assert time.monotonic() - started < 3
+    assert image["error"].startswith("Imgur answered 429: Too Many Requests; Imgur asked to retry after 100000 s")
+    assert image["error"].endswith("beyond max_rate_limit_wait (5 s)")
+    imgur.fail_next(503, "Over capacity", headers={"Retry-After": "100000"})
+    image = await run_one(api, origin.add("/b.png", PNG))
+    assert "beyond max_rate_limit_wait" in image["error"]
+
+
+@pytest.mark.gen_test
+async def test_infinite_rate_limit_reset_is_not_an_internal_error(start_service, origin, imgur):
+    api = start_service()
+    imgur.rate_headers = {"X-Post-Rate-Limit-Remaining": "5", "X-Post-Rate-Limit-Reset": "inf",
+                          "X-RateLimit-UserReset": "nan"}
+    for name in ("/1.jpg", "/2.png"):
+        image = await run_one(api, origin.add(name, JPEG if name.endswith("jpg") else PNG))
+        assert image["status"] == "complete", image

@@ -149,11 +149,17 @@ async def test_imgur_bad_client_id(start_service, origin, imgur):
 async def test_semaphore_caps_transfers_in_flight(start_service, origin, imgur):
     api = start_service(max_concurrency=3)
     imgur.latency = 0.05
+    origin.latency = 0.05
     urls = [origin.add("/c%d.jpg" % i, jpeg_of_size(1000, i)) for i in range(12)]
-    report = await api.wait(await api.submit(urls))
-    assert report["uploaded"]["failed"] == []
+    job_id = await api.submit(urls)
+    peak = 0
+    while (await api.job(job_id))["status"] != "complete":  # downloads and uploads both count
+        peak = max(peak, api.service.store.in_flight)
+        busy = sum(1 for i in (await api.job(job_id))["images"] if i["status"] == "in-progress")
+        assert busy <= 3
+        await gen.sleep(0.01)
     assert len(imgur.uploads) == 12
-    assert 2 <= imgur.max_in_flight <= 3
+    assert peak == 3 and 2 <= imgur.max_in_flight <= 3
 
 
 @pytest.mark.gen_test(timeout=60)

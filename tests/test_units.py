@@ -6,7 +6,7 @@ import pytest
 
 from imgurd import backoff, sniff
 from imgurd.netguard import classify
-from imgurd.urls import check_urls, file_name, normalise
+from imgurd.urls import check_urls, fetch_form, file_name, normalise
 from tests.fakes import GIF, HTML, JPEG, PNG
 
 
@@ -26,7 +26,9 @@ def test_normalise(given, expected):
 
 @pytest.mark.parametrize("bad", ["ftp://x", "example.com/a.jpg", "http://", "https:///a.jpg", "", "   ",
                                  "javascript:alert(1)", "http://exa mple.com/", "http://example.com:99999/",
-                                 "http://example.com:abc/", "file:///etc/passwd", "http://a\nb/"])
+                                 "http://example.com:abc/", "file:///etc/passwd", "http://a\nb/",
+                                 "http://example.com/\ud800.jpg", "http://example.com/a\x85b", "http://a\u00a0b.com/",
+                                 "http://" + "a" * 64 + "\u00e9.com/"])
 def test_normalise_rejects(bad):
     assert normalise(bad) is None
 
@@ -49,6 +51,16 @@ def test_check_urls_dedupes_first_occurrence_wins_and_keeps_order():
 def test_check_urls_names_first_offender(value, message):
     urls, error = check_urls(value)
     assert urls is None and error == message
+
+
+@pytest.mark.parametrize("given, ascii_form", [
+    ("http://127.0.0.1:8/caf\u00e9.jpg", "http://127.0.0.1:8/caf%C3%A9.jpg"),
+    ("https://ex\u00e4mple.com/\u00e4.png?q=\u00fc", "https://xn--exmple-cua.com/%C3%A4.png?q=%C3%BC"),
+    ("HTTPS://Example.com:443/a%20b.jpg?x=1#f", "https://example.com/a%20b.jpg?x=1"),
+    ("http://[::1]:8080/\u00e9", "http://[::1]:8080/%C3%A9"),
+])
+def test_fetch_form_is_ascii(given, ascii_form):
+    assert fetch_form(given) == ascii_form
 
 
 def test_file_name_from_path():
@@ -94,7 +106,7 @@ def test_sniff_refuses_non_images(data, looks_like):
     ("100.64.0.1", "carrier-grade NAT"), ("100.127.255.254", "carrier-grade NAT"),
     ("224.0.0.251", "multicast"), ("239.1.1.1", "multicast"), ("ff02::1", "multicast"),
     ("240.0.0.1", "reserved"), ("255.255.255.255", "reserved"),
-    ("::ffff:10.0.0.1", "IPv4-mapped private"), ("::ffff:169.254.169.254", "IPv4-mapped link-local"),
+    ("fec0::1", "site-local"), ("::ffff:10.0.0.1", "IPv4-mapped private"), ("::ffff:169.254.169.254", "IPv4-mapped link-local"),
     ("64:ff9b::a9fe:a9fe", "IPv4-mapped link-local"),
     ("192.0.2.1", "private"), ("198.18.0.1", "private"),
     ("not-an-ip", "not an IP address"),
@@ -131,3 +143,14 @@ def test_retry_after_parses_seconds_and_http_dates():
     assert backoff.retry_after("soon") is None
     assert backoff.retry_after(None) is None
     assert backoff.retry_after("-5") is None
+    assert backoff.retry_after("\u00b2") is None  # a digit to str.isdigit(), not to float()
+
+
+def test_rate_gate_ignores_non_finite_headers():
+    from imgurd.ratelimit import RateGate
+
+    gate = RateGate(max_wait=10, clock=lambda: 1000.0)
+    gate.observe({"X-Post-Rate-Limit-Remaining": "0", "X-Post-Rate-Limit-Reset": "inf",
+                  "X-RateLimit-UserRemaining": "nan", "X-RateLimit-ClientRemaining": "-3"})
+    assert gate.budgets["post"].remaining == 0 and gate.budgets["post"].reset_at is None
+    assert gate.remaining()["user"] is None and gate.remaining()["client"] is None
