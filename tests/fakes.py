@@ -263,6 +263,8 @@ class Origin:
         self.requests = 0
         self.fail_script: Dict[str, Deque[int]] = collections.defaultdict(collections.deque)
         self.user_agents: List[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.port = 0
         self.server = None
 
@@ -295,6 +297,15 @@ class _OriginHandler(web.RequestHandler):
         self.origin = origin
 
     async def get(self) -> None:
+        origin = self.origin
+        origin.in_flight += 1
+        origin.max_in_flight = max(origin.max_in_flight, origin.in_flight)
+        try:
+            await self._answer()
+        finally:
+            origin.in_flight -= 1
+
+    async def _answer(self) -> None:
         origin = self.origin
         path = self.request.path
         origin.requests += 1

@@ -162,6 +162,17 @@ async def test_semaphore_caps_transfers_in_flight(start_service, origin, imgur):
     assert peak == 3 and 2 <= imgur.max_in_flight <= 3
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_http_client_never_queues_requests(start_service, origin):
+    """tornado's default is 10 curl handles; with more slots than that, every slot still downloads at once."""
+    api = start_service(max_concurrency=24)
+    origin.latency = 0.5
+    urls = [origin.add("/q%d.jpg" % i, jpeg_of_size(600, i)) for i in range(24)]
+    report = await api.wait(await api.submit(urls))
+    assert report["uploaded"]["failed"] == []
+    assert origin.max_in_flight == 24
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_small_job_is_not_stuck_behind_a_big_one(start_service, origin, imgur):
     api = start_service(max_concurrency=2)
