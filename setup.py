@@ -27,6 +27,8 @@ setup(
             "schemathesis>=4",  # fuzzes the API from its OpenAPI document
             "openapi-spec-validator>=0.7",
         ],
+        # python -m bench (bench/README.md); wrk, if installed (apt-get install wrk), drives the POST test
+        "bench": ["psutil>=5.9", "py-spy>=0.3"],
     },
     entry_points={
         "console_scripts": [

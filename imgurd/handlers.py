@@ -10,7 +10,7 @@ from typing import Any, Optional
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 
-from .jobs import JobStore
+from .jobs import LINK_BLOCK, JobStore
 from .urls import check_urls
 
 log = logging.getLogger("imgurd.api")
@@ -176,8 +176,23 @@ class ImagesHandler(ApiHandler):
         offset = self._index("offset", 0)
         limit = self._index("limit", None)
         links = self.store.links
-        end = len(links) if limit is None else offset + limit
-        self.send_json({"uploaded": links[offset:end]})
+        end = len(links) if limit is None else min(len(links), offset + limit)
+        if end - offset <= LINK_BLOCK:
+            self.send_json({"uploaded": links[offset:end]})
+            return
+        # A long list: JSON pieces mostly encoded in advance, written without being joined into one
+        # body (no copy of megabytes, no ETag hashed over them), with a Content-Length.
+        pieces = [b'{"uploaded":[']
+        for piece in self.store.links_json(offset, end):
+            if len(pieces) > 1:
+                pieces.append(b",")
+            pieces.append(piece)
+        pieces.append(b"]}")
+        self.set_header("Content-Length", str(sum(len(piece) for piece in pieces)))
+        for piece in pieces:
+            self.write(piece)
+            self.flush()  # each piece goes to the socket's buffer as it is (tornado would join them all)
+        self.finish()
 
     def _index(self, name: str, default: Optional[int]) -> Optional[int]:
         values = self.request.query_arguments.get(name)

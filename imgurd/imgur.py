@@ -5,6 +5,7 @@ import logging
 import uuid
 from typing import Optional, Tuple
 
+import pycurl
 from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
@@ -17,10 +18,12 @@ from .ratelimit import RateGate
 log = logging.getLogger("imgurd.imgur")
 
 RATE_LIMITED_PAUSE = 10.0  # seconds every upload waits after a 429 that said nothing more
+UPLOAD_BUFFER = 256 * 1024  # curl asks READFUNCTION for this much at a time (its default is 64 KiB)
 
 
-def multipart(data: bytes, filename: str, mime: str) -> Tuple[bytes, str]:
-    """The ``multipart/form-data`` body (``image`` as a binary part, ``type=file``) and its Content-Type."""
+def multipart_parts(filename: str, mime: str) -> Tuple[bytes, bytes, str]:
+    """What goes before and after the image bytes in the ``multipart/form-data`` body (``type=file``,
+    then ``image`` as a binary part), and the body's Content-Type."""
     boundary = "imgurd-" + uuid.uuid4().hex
     safe_name = filename.replace('"', "").replace("\r", "").replace("\n", "")
     head = (
@@ -29,7 +32,67 @@ def multipart(data: bytes, filename: str, mime: str) -> Tuple[bytes, str]:
         "Content-Type: {m}\r\n\r\n"
     ).format(b=boundary, n=safe_name, m=mime).encode("utf-8")
     tail = ("\r\n--%s--\r\n" % boundary).encode("ascii")
-    return b"".join((head, data, tail)), "multipart/form-data; boundary=" + boundary
+    return head, tail, "multipart/form-data; boundary=" + boundary
+
+
+def multipart(data: bytes, filename: str, mime: str) -> Tuple[bytes, str]:
+    """The whole ``multipart/form-data`` body in one piece, and its Content-Type."""
+    head, tail, content_type = multipart_parts(filename, mime)
+    return b"".join((head, data, tail)), content_type
+
+
+class _BodyStream:
+    """curl's READFUNCTION for an upload: ``head + image + tail`` read straight from the image buffer.
+
+    Joining the three into one body would copy every image once more, and hold both copies for
+    the whole upload; curl asks for the body in pieces anyway. SEEKFUNCTION lets curl rewind it
+    (to resend after a redirect, say). One per attempt.
+    """
+
+    __slots__ = ("parts", "part", "offset", "size")
+
+    def __init__(self, head: bytes, data: "bytes | bytearray | memoryview", tail: bytes) -> None:
+        self.parts = (memoryview(head), memoryview(data).cast("B"), memoryview(tail))
+        self.size = len(head) + self.parts[1].nbytes + len(tail)
+        self.part = 0
+        self.offset = 0
+
+    def read(self, size: int) -> bytes:
+        parts = self.parts
+        pieces = []
+        while size > 0 and self.part < 3:
+            view = parts[self.part]
+            piece = view[self.offset:self.offset + size]
+            if piece.nbytes:
+                pieces.append(piece)
+                size -= piece.nbytes
+                self.offset += piece.nbytes
+            if self.offset >= view.nbytes:
+                self.part += 1
+                self.offset = 0
+        if len(pieces) == 1:
+            return pieces[0].tobytes()
+        return b"".join(pieces)
+
+    def seek(self, offset: int, origin: int) -> int:
+        if origin != 0 or not 0 <= offset <= self.size:  # only ever asked to rewind (SEEK_SET)
+            return pycurl.SEEKFUNC_CANTSEEK
+        self.part = 0
+        for view in self.parts:
+            if offset < view.nbytes:
+                break
+            offset -= view.nbytes
+            self.part += 1
+        self.offset = offset
+        return pycurl.SEEKFUNC_OK
+
+    def prepare(self, curl: pycurl.Curl) -> None:
+        """``prepare_curl_callback``: runs after tornado set up the (empty) body, and replaces it."""
+        quiet(curl)
+        curl.setopt(pycurl.READFUNCTION, self.read)
+        curl.setopt(pycurl.SEEKFUNCTION, self.seek)
+        curl.setopt(pycurl.POSTFIELDSIZE_LARGE, self.size)
+        curl.setopt(pycurl.UPLOAD_BUFFERSIZE, UPLOAD_BUFFER)
 
 
 class ImgurClient:
@@ -40,15 +103,15 @@ class ImgurClient:
         self.gate = gate
         self.url = config.api_url + "/3/image"
 
-    async def upload(self, data: bytes, filename: str, mime: str) -> Tuple[str, Optional[str]]:
+    async def upload(self, data: "bytes | bytearray", filename: str, mime: str) -> Tuple[str, Optional[str]]:
         """Upload ``data``; return (link, deletehash). Retries what is worth retrying."""
-        body, content_type = multipart(data, filename, mime)
+        head, tail, content_type = multipart_parts(filename, mime)
         attempt = 0
         renewed = False
         while True:
             attempt += 1
             try:
-                return await self._attempt(body, content_type)
+                return await self._attempt(_BodyStream(head, data, tail), content_type)
             except _AuthRefused as refused:
                 if not self.tokens.uses_oauth or renewed:
                     raise refused.error from None
@@ -71,13 +134,13 @@ class ImgurClient:
                 log.debug("upload attempt %d failed (%s); retrying in %.1f s", attempt, error.reason, wait)
                 await gen.sleep(wait)
 
-    async def _attempt(self, body: bytes, content_type: str) -> Tuple[str, Optional[str]]:
+    async def _attempt(self, body: _BodyStream, content_type: str) -> Tuple[str, Optional[str]]:
         auth = await self.tokens.header()
         request = HTTPRequest(
-            self.url, method="POST", body=body,
+            self.url, method="POST", body=b"",  # the real body is streamed by body.prepare
             headers={"Authorization": auth, "Content-Type": content_type, "Accept": "application/json"},
             connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
-            user_agent=USER_AGENT, prepare_curl_callback=quiet,
+            user_agent=USER_AGENT, prepare_curl_callback=body.prepare,
         )
         await self.gate.acquire()
         response = None

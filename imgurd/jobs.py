@@ -6,6 +6,7 @@ request handlers never do work proportional to the backlog.
 
 import collections
 import datetime
+import json
 import time
 import uuid
 from typing import Callable, Deque, Dict, Iterator, List, Optional, OrderedDict, Sequence
@@ -16,6 +17,12 @@ COMPLETE = "complete"
 FAILED = "failed"
 
 EVICT_BATCH = 1000  # most jobs evicted in one call, so a sweep never holds the loop long
+LINK_BLOCK = 2048  # links per block of encoded JSON kept for GET /v1/images
+
+
+def _json_elements(links: Sequence[str]) -> bytes:
+    """``links`` as the comma-separated elements of a JSON array (no brackets), UTF-8."""
+    return json.dumps(links, ensure_ascii=False, separators=(",", ":"))[1:-1].encode("utf-8")
 
 
 def utc_stamp(epoch: float) -> str:
@@ -96,8 +103,11 @@ class JobStore:
         self.idempotency: Dict[str, Job] = {}
         self.backlog = 0  # URLs accepted and not yet finished, all jobs
         self.in_flight = 0
-        self.links: List[str] = []
+        self.links: List[str] = []  # append-only: links are never removed or reordered
         self._link_set = set()
+        # links[i * LINK_BLOCK:(i + 1) * LINK_BLOCK] as JSON, for every block filled so far: listing
+        # 100,000 links then writes 50 ready-made pieces instead of encoding 3 MB of JSON each time
+        self._link_blocks: List[bytes] = []
         self._runnable: Deque[Job] = collections.deque()  # jobs with items not yet handed out
         self.listeners: List[Callable[[Item], None]] = []  # told of every finished item
 
@@ -131,6 +141,35 @@ class JobStore:
             self._runnable.append(job)
         return item
 
+    # --- the list of links
+
+    def links_json(self, start: int, end: int) -> List[bytes]:
+        """``links[start:end]`` as JSON array elements, in pieces to be joined with ``b","``.
+
+        Whole blocks come from the cache; only the ends of the range are encoded now.
+        """
+        links = self.links
+        end = min(end, len(links))
+        pieces: List[bytes] = []
+        block = start // LINK_BLOCK
+        while start < end and block * LINK_BLOCK < end:
+            low, high = block * LINK_BLOCK, (block + 1) * LINK_BLOCK
+            if start <= low and high <= end:
+                pieces.append(self._link_block(block))
+            else:
+                pieces.append(_json_elements(links[max(start, low):min(end, high)]))
+            block += 1
+        return pieces
+
+    def _link_block(self, index: int) -> bytes:
+        blocks = self._link_blocks
+        while len(blocks) <= index:  # normally one step: blocks are made as they fill up
+            done = len(blocks)
+            blocks.append(_json_elements(self.links[done * LINK_BLOCK:(done + 1) * LINK_BLOCK]))
+        return blocks[index]
+
+    # --- transfers
+
     def start(self, item: Item) -> None:
         item.status = IN_PROGRESS
         item.job.started += 1
@@ -141,6 +180,8 @@ class JobStore:
         if link not in self._link_set:
             self._link_set.add(link)
             self.links.append(link)
+            if len(self.links) % LINK_BLOCK == 0:
+                self._link_block(len(self.links) // LINK_BLOCK - 1)
         self._finish(item, COMPLETE)
 
     def fail(self, item: Item, reason: str) -> None:

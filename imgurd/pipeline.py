@@ -6,7 +6,6 @@ coroutine for it. So coroutines exist only for transfers in flight, never one
 per queued URL, and a small job waits for at most one slot per busy job.
 """
 
-import hashlib
 import logging
 import time
 from typing import Dict, Optional
@@ -104,15 +103,15 @@ class Pipeline:
     async def process(self, url: str) -> str:
         """Download, check and upload one URL; return its Imgur link or raise TransferError."""
         started = time.monotonic()
-        data = await self.downloader.fetch(url)
+        reuse = self.config.reuse_identical_uploads
+        data, digest = await self.downloader.fetch_hashed(url, hashing=reuse)  # SHA-256 made as bytes arrive
         self.metrics.download_seconds.observe(time.monotonic() - started)
         self.metrics.downloaded_bytes.inc(len(data))
         mime = sniff.image_type(data)
         if mime is None:
             raise TransferError("not an image (%s)" % sniff.describe(data), "not_image")
-        if not self.config.reuse_identical_uploads:
+        if digest is None:
             return await self._upload(data, url, mime)
-        digest = hashlib.sha256(data).digest()
         known = self.links_by_digest.get(digest)
         if known is not None:
             self.metrics.reused.inc()

@@ -205,3 +205,17 @@ async def test_head_healthz(start_service):
     api = start_service()
     code, body, _ = await api.call("HEAD", "/healthz")
     assert code == 200
+
+
+@pytest.mark.gen_test
+async def test_long_listing_matches_the_links_across_cached_blocks(start_service):
+    api = start_service()
+    links = ["https://i.imgur.com/%07d.jpg" % i for i in range(5000)]
+    for link in links[:4500]:  # as uploads would: blocks of encoded JSON are made as they fill up
+        api.service.store.complete(api.service.store.add(["https://x.com/a"]).items[0], link)
+    api.service.store.links.extend(links[4500:])  # and a tail not yet encoded
+    code, body, headers = await api.call("GET", "/v1/images")
+    assert code == 200 and body["uploaded"] == links
+    for offset, limit in ((0, 2048), (1, 4096), (2047, 3), (2048, 2048), (4000, 2000), (100, 4800)):
+        code, body, _ = await api.call("GET", "/v1/images?offset=%d&limit=%d" % (offset, limit))
+        assert body["uploaded"] == links[offset:offset + limit], (offset, limit)

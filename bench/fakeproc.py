@@ -1,0 +1,149 @@
+"""One fake (``imgur`` or ``origin`` from tests/fakes.py) in a process of its own, plus a control port.
+
+    python -m bench.fakeproc imgur|origin
+
+Prints one JSON line ``{"port": P, "control": Q, "pid": N}`` once listening (127.0.0.1 only), then
+serves until stdin closes or SIGTERM. The control port takes ``POST /latency?seconds=S[&jitter=J]``
+(the origin's latency then varies per request, uniformly within S * (1 +/- J)) and ``GET /stats``.
+
+The origin serves any ``/img/<size>/<seed>.jpg``: a JPEG-looking body of exactly ``size`` bytes,
+distinct per seed (so identical-bytes reuse does not skip uploads), made when asked for instead of
+being held in memory: 5,000 images of 100 KB would otherwise take 500 MB in this process.
+``/status/404`` and the rest of the Origin's routes work as in the tests.
+"""
+
+import asyncio
+import collections
+import json
+import os
+import random
+import re
+import signal
+import sys
+
+from tornado import web
+
+from tests.fakes import FakeImgur, Origin, start_server
+
+_IMG = re.compile(r"^/img/(\d+)/(\d+)\.jpg$")
+_BASE_SIZE = 32 * 1024 * 1024
+_BASE = (os.urandom(64) * (_BASE_SIZE // 64))  # incompressible enough, and cheap to slice
+
+
+def image(size: int, seed: int) -> bytes:
+    """Exactly ``size`` bytes (size >= 16), starting with a JPEG magic number, distinct per seed."""
+    head = b"\xff\xd8\xff\xe0" + seed.to_bytes(8, "big")
+    body = memoryview(_BASE)[: max(0, size - len(head) - 2)]
+    return b"".join((head, body, b"\xff\xd9"))
+
+
+class LazyFiles(dict):
+    """``Origin.files`` that makes ``/img/<size>/<seed>.jpg`` on demand (the Origin only uses ``in`` and ``[]``)."""
+
+    def __contains__(self, path):
+        return bool(_IMG.match(path)) or dict.__contains__(self, path)
+
+    def __getitem__(self, path):
+        match = _IMG.match(path)
+        if match:
+            return image(int(match.group(1)), int(match.group(2)))
+        return dict.__getitem__(self, path)
+
+
+class AnyType(dict):
+    def __getitem__(self, path):
+        return dict.get(self, path, "image/jpeg")
+
+
+class Counter(collections.Counter):
+    """``Origin.hits`` without the memory: counts requests, not per path (100,000 paths in a run)."""
+
+    def __getitem__(self, key):
+        return 0
+
+    def __setitem__(self, key, value):
+        pass
+
+
+class Bounded(collections.deque):
+    """A list the fakes append to forever (uploads, user agents): keep only the last few."""
+
+    def __init__(self):
+        super().__init__(maxlen=16)
+
+
+class JitteryOrigin(Origin):
+    """The Origin, whose ``latency`` can vary per request: ``base * uniform(1 - jitter, 1 + jitter)``.
+
+    With one fixed latency, transfers started together finish together, forever after: the
+    pipeline then works in synchronised waves of C completions, which real origins never produce.
+    """
+
+    jitter = 0.0
+
+    @property
+    def latency(self) -> float:
+        if not self.jitter or not self._latency:
+            return self._latency
+        return self._latency * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self._latency = value
+
+
+class Control(web.RequestHandler):
+    def initialize(self, fake) -> None:
+        self.fake = fake
+
+    def post(self, what: str) -> None:
+        if what == "latency":
+            self.fake.latency = float(self.get_query_argument("seconds"))
+            if isinstance(self.fake, JitteryOrigin):
+                self.fake.jitter = float(self.get_query_argument("jitter", "0"))
+        self.finish({"ok": True})
+
+    def get(self, what: str) -> None:
+        fake = self.fake
+        times = os.times()
+        stats = {"requests": fake.requests, "latency": fake.latency, "cpu": times.user + times.system}
+        if isinstance(fake, FakeImgur):
+            stats["max_in_flight"] = fake.max_in_flight
+            stats["in_flight"] = fake.in_flight
+            fake.max_in_flight = fake.in_flight  # a window per read
+        self.finish(stats)
+
+
+async def serve(role: str) -> None:
+    if role == "imgur":
+        fake = FakeImgur(client_id="bench-client-id")
+        fake.uploads = Bounded()
+        fake.request_times = Bounded()
+    else:
+        fake = JitteryOrigin()
+        fake.files = LazyFiles()
+        fake.types = AnyType()
+        fake.hits = Counter()
+        fake.user_agents = Bounded()
+    fake.start()
+    _, control = start_server(web.Application([(r"/(\w+)", Control, {"fake": fake})]))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:  # the bench closed our stdin (or went away): stop too
+        loop.add_reader(sys.stdin.fileno(), stop.set)
+    except (OSError, ValueError):  # stdin is a file or a terminal: SIGTERM only
+        pass
+    print(json.dumps({"port": fake.port, "control": control, "pid": os.getpid()}), flush=True)
+    await stop.wait()
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1] not in ("imgur", "origin"):
+        raise SystemExit("usage: python -m bench.fakeproc imgur|origin")
+    asyncio.run(serve(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()
