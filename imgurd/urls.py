@@ -1,10 +1,16 @@
 """Validation and normalisation of submitted image URLs (SPEC 1, de-duplication)."""
 
+import re
 import urllib.parse
 from typing import List, Optional, Tuple
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 8192
+# controls (C0, DEL, C1), white space of any kind and lone surrogates never belong inside a URL
+_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f-\x9f\ud800-\udfff\s]")
+# scheme, ASCII host name or IPv4, optional port, then path and query up to a fragment
+_SIMPLE = re.compile(r"(https?)://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)(?::([0-9]{1,5}))?([/?][^#]*)?(?:#.*)?\Z",
+                     re.IGNORECASE | re.ASCII)
 
 
 def normalise(text: str) -> Optional[str]:
@@ -14,8 +20,25 @@ def normalise(text: str) -> Optional[str]:
     dropped; path and query kept exactly as given.
     """
     value = text.strip()
-    if not value or len(value) > MAX_URL_LENGTH or any(_unprintable(c) for c in value):
+    if not value or len(value) > MAX_URL_LENGTH or _UNPRINTABLE.search(value):
         return None
+    simple = _SIMPLE.match(value)
+    if simple is not None:  # the common case, without urllib's general parsing (POST handler hot path)
+        scheme, host, port, rest = simple.groups()
+        scheme = scheme.lower()
+        netloc = host.lower()
+        if port is not None:
+            number = int(port)
+            if number > 65535:
+                return None
+            if number != DEFAULT_PORTS[scheme]:
+                netloc += ":%d" % number
+        return "%s://%s%s" % (scheme, netloc, rest or "")
+    return _parse(value)
+
+
+def _parse(value: str) -> Optional[str]:
+    """``normalise`` for any URL text (already trimmed and free of control characters)."""
     try:
         parts = urllib.parse.urlsplit(value)
         scheme = parts.scheme.lower()
@@ -37,12 +60,6 @@ def normalise(text: str) -> Optional[str]:
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc += ":%d" % port
     return urllib.parse.urlunsplit((scheme, netloc, parts.path, parts.query, ""))
-
-
-def _unprintable(char: str) -> bool:
-    """Controls (C0, DEL, C1), white space and lone surrogates never belong inside a URL."""
-    code = ord(char)
-    return code < 0x21 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF or char.isspace()
 
 
 def fetch_form(url: str) -> str:

@@ -154,3 +154,24 @@ def test_rate_gate_ignores_non_finite_headers():
                   "X-RateLimit-UserRemaining": "nan", "X-RateLimit-ClientRemaining": "-3"})
     assert gate.budgets["post"].remaining == 0 and gate.budgets["post"].reset_at is None
     assert gate.remaining()["user"] is None and gate.remaining()["client"] is None
+
+
+def test_fast_path_of_normalise_agrees_with_the_general_parser():
+    """normalise() has a fast path for plain URLs; it must give exactly what urllib's parsing gives."""
+    from hypothesis import given, settings, strategies as st
+
+    from imgurd.urls import _parse
+
+    host = st.from_regex(r"\A[a-zA-Z0-9]([a-zA-Z0-9.\-]{0,20}[a-zA-Z0-9])?\Z")
+    port = st.one_of(st.just(""), st.integers(0, 99999).map(lambda p: ":%d" % p), st.just(":080"), st.just(":0443"))
+    rest = st.text(alphabet="/?=&%.~_-abcXYZ019#:@;+\u00e9", max_size=30)
+    scheme = st.sampled_from(["http", "https", "HTTP", "hTtPs"])
+
+    @settings(max_examples=500, deadline=None, database=None)
+    @given(scheme, host, port, rest)
+    def check(scheme, host, port, rest):
+        url = "%s://%s%s%s" % (scheme, host, port, rest)
+        assert normalise(url) == _parse(url), url
+
+    check()
+    assert normalise("http://\u212aelvin.com/") == _parse("http://\u212aelvin.com/")  # not ASCII: general path
