@@ -31,40 +31,58 @@ def utc_stamp(epoch: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
 
 
+# a URL's state, one byte each in Job.states
+_PENDING, _IN_PROGRESS, _COMPLETE, _FAILED = 0, 1, 2, 3
+STATE_NAMES = (PENDING, IN_PROGRESS, COMPLETE, FAILED)
+
+
 class Item:
-    """One URL of one job. Slotted: there may be hundreds of thousands of these."""
+    """A handle on one URL of a job, made only while it is handed out for transfer.
 
-    __slots__ = ("job", "url", "status", "link", "error")
+    A job keeps its URLs' outcomes in flat per-job lists, not in one object per URL: with
+    hundreds of thousands of retained URLs that saves memory and, more, keeps them out of the
+    garbage collector's way (its full collections would otherwise walk every one of them).
+    """
 
-    def __init__(self, job: "Job", url: str) -> None:
+    __slots__ = ("job", "index")
+
+    def __init__(self, job: "Job", index: int) -> None:
         self.job = job
-        self.url = url
-        self.status = PENDING
-        self.link: Optional[str] = None
-        self.error: Optional[str] = None
+        self.index = index
 
-    def as_json(self) -> Dict[str, Optional[str]]:
-        return {"url": self.url, "status": self.status, "link": self.link, "error": self.error}
+    @property
+    def url(self) -> str:
+        return self.job.urls[self.index]
+
+    @property
+    def status(self) -> str:
+        return STATE_NAMES[self.job.states[self.index]]
 
 
 class Job:
-    __slots__ = ("id", "created", "finished", "items", "next_index", "started", "done",
-                 "idempotency_key", "finished_at")
+    __slots__ = ("id", "created", "finished", "urls", "states", "links", "errors", "next_index", "started",
+                 "done", "idempotency_key", "finished_at")
 
     def __init__(self, urls: Sequence[str], idempotency_key: Optional[str] = None) -> None:
         self.id = str(uuid.uuid4())
         self.created = time.time()
         self.finished: Optional[float] = None  # wall clock, for the API
         self.finished_at: Optional[float] = None  # monotonic, for eviction
-        self.items = [Item(self, url) for url in urls]
-        self.next_index = 0  # the next item to hand to the scheduler
+        self.urls: List[str] = list(urls)
+        self.states = bytearray(len(self.urls))  # _PENDING ... _FAILED, by index
+        self.links: Optional[List[Optional[str]]] = None  # Imgur link by index, made at the first one
+        self.errors: Dict[int, str] = {}  # index -> reason, for the failed ones
+        self.next_index = 0  # the next URL to hand to the scheduler
         self.started = 0
         self.done = 0
         self.idempotency_key = idempotency_key
 
+    def __len__(self) -> int:
+        return len(self.urls)
+
     @property
     def status(self) -> str:
-        if self.done == len(self.items):
+        if self.done == len(self.urls):
             return COMPLETE
         return IN_PROGRESS if self.started else PENDING
 
@@ -73,14 +91,18 @@ class Job:
         complete: List[str] = []
         failed: List[str] = []
         images = []
-        for item in self.items:
-            if item.status == COMPLETE:
-                complete.append(item.link)  # type: ignore[arg-type]
-            elif item.status == FAILED:
-                failed.append(item.url)
+        links, errors = self.links, self.errors
+        for index, (url, state) in enumerate(zip(self.urls, self.states)):
+            link = error = None
+            if state == _COMPLETE:
+                link = links[index]  # type: ignore[index]
+                complete.append(link)
+            elif state == _FAILED:
+                error = errors[index]
+                failed.append(url)
             else:
-                pending.append(item.url)
-            images.append(item.as_json())
+                pending.append(url)
+            images.append({"url": url, "status": STATE_NAMES[state], "link": link, "error": error})
         return {
             "id": self.id,
             "created": utc_stamp(self.created),
@@ -108,8 +130,7 @@ class JobStore:
         # links[i * LINK_BLOCK:(i + 1) * LINK_BLOCK] as JSON, for every block filled so far: listing
         # 100,000 links then writes 50 ready-made pieces instead of encoding 3 MB of JSON each time
         self._link_blocks: List[bytes] = []
-        self._runnable: Deque[Job] = collections.deque()  # jobs with items not yet handed out
-        self.listeners: List[Callable[[Item], None]] = []  # told of every finished item
+        self._runnable: Deque[Job] = collections.deque()  # jobs with URLs not yet handed out
 
     # --- accepting
 
@@ -118,7 +139,7 @@ class JobStore:
         self.jobs[job.id] = job
         if idempotency_key is not None:
             self.idempotency[idempotency_key] = job
-        self.backlog += len(job.items)
+        self.backlog += len(job)
         self._runnable.append(job)
         return job
 
@@ -135,9 +156,9 @@ class JobStore:
         if not self._runnable:
             return None
         job = self._runnable.popleft()
-        item = job.items[job.next_index]
+        item = Item(job, job.next_index)
         job.next_index += 1
-        if job.next_index < len(job.items):
+        if job.next_index < len(job):
             self._runnable.append(job)
         return item
 
@@ -171,48 +192,49 @@ class JobStore:
     # --- transfers
 
     def start(self, item: Item) -> None:
-        item.status = IN_PROGRESS
+        item.job.states[item.index] = _IN_PROGRESS
         item.job.started += 1
         self.in_flight += 1
 
     def complete(self, item: Item, link: str) -> None:
-        item.link = link
+        job = item.job
+        if job.links is None:
+            job.links = [None] * len(job)
+        job.links[item.index] = link
         if link not in self._link_set:
             self._link_set.add(link)
             self.links.append(link)
             if len(self.links) % LINK_BLOCK == 0:
                 self._link_block(len(self.links) // LINK_BLOCK - 1)
-        self._finish(item, COMPLETE)
+        self._finish(item, _COMPLETE)
 
     def fail(self, item: Item, reason: str) -> None:
-        item.error = reason
-        self._finish(item, FAILED)
+        item.job.errors[item.index] = reason
+        self._finish(item, _FAILED)
 
-    def _finish(self, item: Item, status: str) -> None:
-        was_started = item.status == IN_PROGRESS
-        item.status = status
+    def _finish(self, item: Item, state: int) -> None:
         job = item.job
+        was_started = job.states[item.index] == _IN_PROGRESS
+        job.states[item.index] = state
         if was_started:
             self.in_flight -= 1
         else:
             job.started += 1
         job.done += 1
         self.backlog -= 1
-        if job.done == len(job.items):
+        if job.done == len(job):
             job.finished = time.time()
             job.finished_at = self.clock()
             self.finished_jobs[job.id] = job
-        for listener in self.listeners:
-            listener(item)
         self.evict()
 
     def unfinished(self) -> Iterator[Item]:
         """Every URL not finished yet (for the shutdown report)."""
         for job in self.jobs.values():
-            if job.done < len(job.items):
-                for item in job.items:
-                    if item.status in (PENDING, IN_PROGRESS):
-                        yield item
+            if job.done < len(job):
+                for index, state in enumerate(job.states):
+                    if state in (_PENDING, _IN_PROGRESS):
+                        yield Item(job, index)
 
     # --- eviction
 

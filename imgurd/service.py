@@ -47,9 +47,9 @@ class Service:
         self._evictor.start()
 
     def job_accepted(self, job) -> None:
-        log.info("accepted job=%s with %d URLs", job.id, len(job.items), extra={"job": job.id})
+        log.info("accepted job=%s with %d URLs", job.id, len(job), extra={"job": job.id})
         self.metrics.jobs_accepted.inc()
-        self.metrics.urls_accepted.inc(len(job.items))
+        self.metrics.urls_accepted.inc(len(job))
         self.pipeline.wake()
 
     def _evict(self) -> None:

@@ -33,7 +33,10 @@ def normalise(text: str) -> Optional[str]:
                 return None
             if number != DEFAULT_PORTS[scheme]:
                 netloc += ":%d" % number
-        return "%s://%s%s" % (scheme, netloc, rest or "")
+        rest = rest or ""
+        if rest.find("?") == len(rest) - 1:  # an empty query: urllib's form drops its "?", and so do we
+            rest = rest[:-1]
+        return "%s://%s%s" % (scheme, netloc, rest)
     return _parse(value)
 
 

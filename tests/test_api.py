@@ -211,8 +211,10 @@ async def test_head_healthz(start_service):
 async def test_long_listing_matches_the_links_across_cached_blocks(start_service):
     api = start_service()
     links = ["https://i.imgur.com/%07d.jpg" % i for i in range(5000)]
+    store = api.service.store
     for link in links[:4500]:  # as uploads would: blocks of encoded JSON are made as they fill up
-        api.service.store.complete(api.service.store.add(["https://x.com/a"]).items[0], link)
+        store.add(["https://x.com/a"])
+        store.complete(store.next_item(), link)
     api.service.store.links.extend(links[4500:])  # and a tail not yet encoded
     code, body, headers = await api.call("GET", "/v1/images")
     assert code == 200 and body["uploaded"] == links

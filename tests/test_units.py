@@ -1,6 +1,7 @@
 """Unit tests of the pure functions: URLs, sniffing, address classification, backoff."""
 
 import email.utils
+import os
 
 import pytest
 
@@ -167,7 +168,7 @@ def test_fast_path_of_normalise_agrees_with_the_general_parser():
     rest = st.text(alphabet="/?=&%.~_-abcXYZ019#:@;+\u00e9", max_size=30)
     scheme = st.sampled_from(["http", "https", "HTTP", "hTtPs"])
 
-    @settings(max_examples=500, deadline=None, database=None)
+    @settings(max_examples=int(os.environ.get("IMGURD_FUZZ_EXAMPLES", "500")), deadline=None, database=None)
     @given(scheme, host, port, rest)
     def check(scheme, host, port, rest):
         url = "%s://%s%s%s" % (scheme, host, port, rest)
