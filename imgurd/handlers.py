@@ -10,7 +10,7 @@ from typing import Any, Optional
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 
-from .jobs import LINK_BLOCK, JobStore
+from .jobs import LINK_BLOCK, JobStore, encode
 from .urls import check_urls
 
 log = logging.getLogger("imgurd.api")
@@ -19,8 +19,7 @@ BACKLOG_RETRY_AFTER = 5  # seconds suggested to a client refused for a full back
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def dumps(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+dumps = encode
 
 
 class ApiError(web.HTTPError):
@@ -166,7 +165,7 @@ class JobHandler(ApiHandler):
         job = self.store.get(job_id.lower()) if _UUID.match(job_id.lower()) else None
         if job is None:
             raise ApiError(404, "no job with id %s (unknown, malformed or expired)" % job_id[:64])
-        self.send_json(job.as_json())
+        self.finish(self.store.report(job))
 
 
 class ImagesHandler(ApiHandler):

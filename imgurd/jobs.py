@@ -17,7 +17,13 @@ COMPLETE = "complete"
 FAILED = "failed"
 
 EVICT_BATCH = 1000  # most jobs evicted in one call, so a sweep never holds the loop long
+FINISHED_JSON_CACHE = 32  # encoded reports of finished jobs kept: they never change, and clients poll them
 LINK_BLOCK = 2048  # links per block of encoded JSON kept for GET /v1/images
+
+
+def encode(document: object) -> bytes:
+    """Compact UTF-8 JSON, the one encoding of every API answer."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _json_elements(links: Sequence[str]) -> bytes:
@@ -131,6 +137,7 @@ class JobStore:
         # 100,000 links then writes 50 ready-made pieces instead of encoding 3 MB of JSON each time
         self._link_blocks: List[bytes] = []
         self._runnable: Deque[Job] = collections.deque()  # jobs with URLs not yet handed out
+        self._finished_json: OrderedDict[str, bytes] = collections.OrderedDict()  # job id -> report, LRU
 
     # --- accepting
 
@@ -145,6 +152,20 @@ class JobStore:
 
     def get(self, job_id: str) -> Optional[Job]:
         return self.jobs.get(job_id)
+
+    def report(self, job: Job) -> bytes:
+        """The job's report as JSON; a finished job's is encoded once and kept while it is asked for."""
+        if job.done < len(job):
+            return encode(job.as_json())
+        cache = self._finished_json
+        report = cache.get(job.id)
+        if report is None:
+            report = cache[job.id] = encode(job.as_json())
+            if len(cache) > FINISHED_JSON_CACHE:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(job.id)
+        return report
 
     def by_idempotency_key(self, key: str) -> Optional[Job]:
         return self.idempotency.get(key)
@@ -252,6 +273,7 @@ class JobStore:
                 break
             finished.popitem(last=False)
             del self.jobs[job.id]
+            self._finished_json.pop(job.id, None)
             if job.idempotency_key is not None and self.idempotency.get(job.idempotency_key) is job:
                 del self.idempotency[job.idempotency_key]
             dropped += 1

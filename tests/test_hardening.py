@@ -322,3 +322,30 @@ async def test_infinite_rate_limit_reset_is_not_an_internal_error(start_service,
     for name in ("/1.jpg", "/2.png"):
         image = await run_one(api, origin.add(name, JPEG if name.endswith("jpg") else PNG))
         assert image["status"] == "complete", image
+
+
+def test_finished_job_reports_are_cached_bounded_and_dropped_with_the_job():
+    import json as json_module
+
+    from imgurd.jobs import FINISHED_JSON_CACHE, JobStore
+
+    now = [0.0]
+    store = JobStore(job_ttl=10, max_jobs=100000, clock=lambda: now[0])
+    running = store.add(["https://example.com/a.jpg", "https://example.com/b.jpg"])
+    first = store.next_item()
+    store.start(first)
+    assert json_module.loads(store.report(running))["status"] == "in-progress"
+    store.complete(first, "https://i.imgur.com/a.jpg")
+    assert json_module.loads(store.report(running))["uploaded"]["complete"] == ["https://i.imgur.com/a.jpg"]
+    store.fail(store.next_item(), "origin answered HTTP 404")
+    report = store.report(running)
+    assert json_module.loads(report)["status"] == "complete"
+    assert store.report(running) is report  # encoded once
+    jobs = [store.add(["https://example.com/%d.jpg" % i]) for i in range(FINISHED_JSON_CACHE + 8)]
+    for job in jobs:
+        store.fail(store.next_item(), "x")
+        store.report(job)
+    assert len(store._finished_json) == FINISHED_JSON_CACHE
+    now[0] = 100.0
+    store.evict(limit=10 ** 6)
+    assert not store._finished_json and not store.jobs
