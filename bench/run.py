@@ -40,7 +40,7 @@ import psutil  # noqa: E402
 import pycurl  # noqa: E402
 import tornado  # noqa: E402
 
-from imgurd.imgur import multipart  # noqa: E402
+from imgurd.imgur import multipart_parts  # noqa: E402
 
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
@@ -293,7 +293,8 @@ def time_single_requests(origin: Fake, imgur: Fake, size: int, count: int, first
             curl.perform()
             downloads.append(time.perf_counter() - begin)
             assert curl.getinfo(pycurl.RESPONSE_CODE) == 200 and len(buffer.getvalue()) == size
-            body, content_type = multipart(buffer.getvalue(), "%d.jpg" % n, "image/jpeg")
+            head, tail, content_type = multipart_parts("%d.jpg" % n, "image/jpeg")
+            body = head + buffer.getvalue() + tail
             answer = io.BytesIO()
             curl.reset()
             curl.setopt(pycurl.URL, imgur.url + "/3/image")

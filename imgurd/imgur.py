@@ -35,12 +35,6 @@ def multipart_parts(filename: str, mime: str) -> Tuple[bytes, bytes, str]:
     return head, tail, "multipart/form-data; boundary=" + boundary
 
 
-def multipart(data: bytes, filename: str, mime: str) -> Tuple[bytes, str]:
-    """The whole ``multipart/form-data`` body in one piece, and its Content-Type."""
-    head, tail, content_type = multipart_parts(filename, mime)
-    return b"".join((head, data, tail)), content_type
-
-
 class _BodyStream:
     """curl's READFUNCTION for an upload: ``head + image + tail`` read straight from the image buffer.
 

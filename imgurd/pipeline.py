@@ -81,17 +81,10 @@ class Pipeline:
             try:
                 link = await self.process(item.url)
             except TransferError as error:
-                self.metrics.finished("failed", error.kind)
-                self.store.fail(item, error.reason)
-                log.warning("upload failed job=%s url=%s reason=%s", item.job.id, item.url, error.reason,
-                            extra={"job": item.job.id, "url": item.url, "reason": error.reason})
+                self._fail(item, error.reason, error.kind)
             except Exception:
                 log.exception("internal error while transferring job=%s url=%s", item.job.id, item.url)
-                reason = "internal error in imgurd"
-                self.metrics.finished("failed", "internal")
-                self.store.fail(item, reason)
-                log.warning("upload failed job=%s url=%s reason=%s", item.job.id, item.url, reason,
-                            extra={"job": item.job.id, "url": item.url, "reason": reason})
+                self._fail(item, "internal error in imgurd", "internal")
             else:
                 self.metrics.finished("complete")
                 self.store.complete(item, link)
@@ -99,6 +92,13 @@ class Pipeline:
             self.slots.release()
             if self.store.in_flight == 0:
                 self._idle.set()
+
+    def _fail(self, item: Item, reason: str, kind: str) -> None:
+        self.metrics.finished("failed", kind)
+        self.store.fail(item, reason)
+        job_id, url = item.job.id, item.url
+        log.warning("upload failed job=%s url=%s reason=%s", job_id, url, reason,
+                    extra={"job": job_id, "url": url, "reason": reason})
 
     async def process(self, url: str) -> str:
         """Download, check and upload one URL; return its Imgur link or raise TransferError."""
