@@ -96,19 +96,24 @@ class UploadHandler(ApiHandler):
             raise ApiError(413, "request body is %s bytes; at most %d (max_body_bytes)" % (declared, limit))
 
     def data_received(self, chunk: bytes) -> None:
+        if self._finished:  # answered already: tornado reads the rest away, then closes
+            return
         self._size += len(chunk)
         if self._size <= self.config.max_body_bytes:
             self._chunks.append(chunk)
-        else:
-            self._chunks = []  # answered with 413 in post(); keep nothing meanwhile
+            return
+        # A body without Content-Length (chunked) has just passed the limit: answer now, keep nothing
+        self._chunks = []
+        error = ApiError(413, "request body is larger than %d bytes (max_body_bytes)" % self.config.max_body_bytes)
+        self.send_error(413, exc_info=(ApiError, error, None))
 
     def post(self) -> None:
+        if self._finished:  # data_received answered 413
+            return
         if self.service.stopping:
             self.set_header("Connection", "close")
             raise ApiError(503, "imgurd is shutting down; submit to another instance or retry later",
                            {"Retry-After": str(BACKLOG_RETRY_AFTER)})
-        if self._size > self.config.max_body_bytes:
-            raise ApiError(413, "request body is larger than %d bytes (max_body_bytes)" % self.config.max_body_bytes)
         key = self.request.headers.get("Idempotency-Key")
         if key is not None:
             key = key.strip()

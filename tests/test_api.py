@@ -126,6 +126,40 @@ async def test_chunked_body_too_large_is_413(start_service):
     response = await api.http.fetch(HTTPRequest(api.base + "/v1/images/upload", method="POST",
                                                 body_producer=producer), raise_error=False)
     assert response.code == 413 and b"max_body_bytes" in response.body
+    assert (await api.call("GET", "/healthz"))[0] == 200
+
+
+def test_endless_chunked_body_gets_a_json_413_with_curl(start_service, io_loop):
+    """A chunked body that never ends is answered 413 as soon as it passes the limit."""
+    import subprocess
+    import threading
+
+    api = start_service(max_body_bytes=200)
+    result = {}
+
+    def run_curl():
+        # 5 MB of body through a pipe, chunked (no Content-Length): far past max_body_bytes + 1 MiB
+        feed = subprocess.Popen(["head", "-c", "5000000", "/dev/zero"], stdout=subprocess.PIPE)
+        result["out"] = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "-H", "Transfer-Encoding: chunked", "-H", "Expect:",
+             "--data-binary", "@-", "-w", "\n%{http_code}", api.base + "/v1/images/upload"],
+            stdin=feed.stdout, capture_output=True, text=True)
+        feed.wait()
+
+    thread = threading.Thread(target=run_curl)
+    thread.start()
+
+    async def wait():
+        from tornado import gen
+
+        while thread.is_alive():
+            await gen.sleep(0.05)
+
+    io_loop.run_sync(wait, timeout=20)
+    out = result["out"].stdout
+    assert out.rstrip().endswith("413"), (out, result["out"].stderr)
+    assert '"error":"request body is larger than 200 bytes (max_body_bytes)"' in out
+    assert not api.service.store.jobs
 
 
 @pytest.mark.gen_test
