@@ -9,13 +9,13 @@ listening on 127.0.0.1; stops on SIGTERM or when stdin closes.
 
 import asyncio
 import json
-import signal
-import sys
 import uuid
 
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+
+from bench.proc import until_stopped
 
 
 class Upload(web.RequestHandler):
@@ -39,16 +39,8 @@ async def serve() -> None:
     app = web.Application([(r"/v1/images/upload", Upload), (r"/healthz", Health)])
     sockets = bind_sockets(0, "127.0.0.1")
     HTTPServer(app).add_sockets(sockets)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:  # the bench closed our stdin (or went away): stop too
-        loop.add_reader(sys.stdin.fileno(), stop.set)
-    except (OSError, ValueError):  # stdin is a file or a terminal: SIGTERM only
-        pass
     print(json.dumps({"port": sockets[0].getsockname()[1]}), flush=True)
-    await stop.wait()
+    await until_stopped()
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ import json
 import os
 import random
 import re
-import signal
 import sys
 
 from tornado import web
 
+from bench.proc import until_stopped
 from tests.fakes import FakeImgur, Origin, start_server
 
 _IMG = re.compile(r"^/img/(\d+)/(\d+)\.jpg$")
@@ -127,16 +127,8 @@ async def serve(role: str) -> None:
         fake.user_agents = Bounded()
     fake.start()
     _, control = start_server(web.Application([(r"/(\w+)", Control, {"fake": fake})]))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:  # the bench closed our stdin (or went away): stop too
-        loop.add_reader(sys.stdin.fileno(), stop.set)
-    except (OSError, ValueError):  # stdin is a file or a terminal: SIGTERM only
-        pass
     print(json.dumps({"port": fake.port, "control": control, "pid": os.getpid()}), flush=True)
-    await stop.wait()
+    await until_stopped()
 
 
 def main() -> None:

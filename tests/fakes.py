@@ -370,29 +370,33 @@ class _OriginHandler(web.RequestHandler):
             self.finish("not found")
 
 
-class BackgroundServers:
-    """The fakes on their own loop in a thread: for tests that run imgurd as a subprocess."""
+class LoopThread:
+    """An event loop of its own in a daemon thread, for servers that synchronous code talks to.
 
-    def __init__(self, imgur: Optional[FakeImgur] = None, origin: Optional[Origin] = None) -> None:
-        self.imgur = imgur or FakeImgur()
-        self.origin = origin or Origin()
+    Subclasses start their servers in ``boot()`` (it runs on that loop); ``call()`` runs a function
+    there, since the servers' state is not thread-safe.
+    """
+
+    def __init__(self) -> None:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._ready = threading.Event()
+
+    def boot(self) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
 
         async def boot() -> None:
-            self.imgur.start()
-            self.origin.start()
+            self.boot()
             self._ready.set()
 
         self._loop.run_until_complete(boot())
         self._loop.run_forever()
 
-    def __enter__(self) -> "BackgroundServers":
+    def __enter__(self):
         self._thread.start()
         self._ready.wait(10)
         return self
@@ -403,7 +407,7 @@ class BackgroundServers:
         self._thread.join(5)
 
     def call(self, function, *args):
-        """Run ``function`` on the servers' loop (their state is not thread-safe) and return its result."""
+        """Run ``function`` on the loop and return its result."""
         assert self._loop is not None
         done = threading.Event()
         box: Dict[str, Any] = {}
@@ -415,3 +419,16 @@ class BackgroundServers:
         self._loop.call_soon_threadsafe(run)
         done.wait(10)
         return box.get("value")
+
+
+class BackgroundServers(LoopThread):
+    """The fakes on their own loop in a thread: for tests that run imgurd as a subprocess."""
+
+    def __init__(self, imgur: Optional[FakeImgur] = None, origin: Optional[Origin] = None) -> None:
+        super().__init__()
+        self.imgur = imgur or FakeImgur()
+        self.origin = origin or Origin()
+
+    def boot(self) -> None:
+        self.imgur.start()
+        self.origin.start()

@@ -31,11 +31,17 @@ async def test_guard_refuses_every_spelling_of_loopback(start_service, origin, h
     assert origin.requests == 0  # nothing reached the origin, not even a connection attempt that got served
 
 
-@pytest.mark.gen_test
-async def test_guard_rechecks_every_redirect_hop(start_service, origin, monkeypatch, io_loop):
-    """With 127.0.0.1 treated as public, a redirect to 127.0.0.2 (treated as internal) is refused."""
+@pytest.fixture
+def only_127_0_0_1_public(monkeypatch):
+    """The guard treats 127.0.0.1 as a public address and every other loopback address as internal:
+    so guarded paths (redirects, proxies, pools) can be driven entirely on loopback."""
     real = netguard.classify
     monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.1" else real(a))
+
+
+@pytest.mark.gen_test
+async def test_guard_rechecks_every_redirect_hop(start_service, origin, only_127_0_0_1_public, io_loop):
+    """With 127.0.0.1 treated as public, a redirect to 127.0.0.2 (treated as internal) is refused."""
     inner = Origin()
     inner.add("/secret.jpg", JPEG)
     from tornado.httpserver import HTTPServer
@@ -246,10 +252,9 @@ def test_eviction_is_bounded_per_call():
 
 
 @pytest.mark.gen_test
-async def test_environment_proxy_cannot_carry_downloads_past_the_guard(start_service, origin, monkeypatch):
+async def test_environment_proxy_cannot_carry_downloads_past_the_guard(start_service, origin, monkeypatch,
+                                                                       only_127_0_0_1_public):
     """http_proxy pointing at a (loopback) proxy: downloads must not go through it."""
-    real = netguard.classify
-    monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.1" else real(a))
     proxy = Origin().start()  # would answer any proxied GET; must see none
     try:
         for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
@@ -263,12 +268,10 @@ async def test_environment_proxy_cannot_carry_downloads_past_the_guard(start_ser
 
 
 @pytest.mark.gen_test
-async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, origin, monkeypatch):
+async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, origin, only_127_0_0_1_public):
     """Imgur on 127.0.0.2 (internal to the guard here): after an upload, a download from it is refused."""
     from tests.fakes import FakeImgur
 
-    real = netguard.classify
-    monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.1" else real(a))
     internal = FakeImgur()
     internal.server, internal.port = start_server(internal.application(), host="127.0.0.2")
     try:

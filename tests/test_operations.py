@@ -1,17 +1,15 @@
 """Operating imgurd: metrics, OpenAPI (validated and fuzzed), access token, idempotency, JSON logs."""
 
-import asyncio
 import io
 import json
 import logging
-import threading
 
 import pytest
 
 from imgurd import logs
 from imgurd.service import Service
 from imgurd.settings import defaults
-from tests.fakes import JPEG, PNG, start_server
+from tests.fakes import JPEG, PNG, LoopThread, start_server
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -119,35 +117,17 @@ def test_json_log_lines():
 # --- OpenAPI: validated by a maintained validator, and fuzzed by schemathesis against the live API
 
 
-class ServiceThread:
+class ServiceThread(LoopThread):
     """A Service on its own loop in a thread, for synchronous clients. Its pipeline is not started:
     the fuzzer's URLs are queued and never fetched, so nothing connects anywhere."""
 
     def __init__(self, **settings) -> None:
+        super().__init__()
         self.settings = settings
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-
-        async def boot() -> None:
-            self.service = Service(defaults(client_id="x", api_url="http://127.0.0.1:9", **self.settings))
-            self.server, self.port = start_server(self.service.application())
-            self.ready.set()
-
-        self.loop.run_until_complete(boot())
-        self.loop.run_forever()
-
-    def __enter__(self) -> "ServiceThread":
-        self.thread.start()
-        self.ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+    def boot(self) -> None:
+        self.service = Service(defaults(client_id="x", api_url="http://127.0.0.1:9", **self.settings))
+        self.server, self.port = start_server(self.service.application())
 
 
 @pytest.fixture(scope="module")
