@@ -80,6 +80,11 @@ class _BodyStream:
         self.offset = offset
         return pycurl.SEEKFUNC_OK
 
+    def release(self) -> None:
+        """Let go of the image: a curl handle may keep its callbacks (and so this stream) until reused."""
+        empty = memoryview(b"")
+        self.parts = (empty, empty, empty)
+
     def prepare(self, curl: pycurl.Curl) -> None:
         """``prepare_curl_callback``: runs after tornado set up the (empty) body, and replaces it."""
         quiet(curl)
@@ -142,6 +147,7 @@ class ImgurClient:
             response, error = await fetch(self.http, request)
         finally:
             self.gate.release(response.headers if response is not None else None)
+            body.release()
         if response is None:
             raise curl_failure(error, self.url, self.config, "upload")
         return self._outcome(response, auth)

@@ -18,6 +18,7 @@ FAILED = "failed"
 
 EVICT_BATCH = 1000  # most jobs evicted in one call, so a sweep never holds the loop long
 FINISHED_JSON_CACHE = 32  # encoded reports of finished jobs kept: they never change, and clients poll them
+FINISHED_JSON_BYTES = 16 * 1024 * 1024  # ... and at most this many bytes of them
 LINK_BLOCK = 2048  # links per block of encoded JSON kept for GET /v1/images
 
 
@@ -138,6 +139,7 @@ class JobStore:
         self._link_blocks: List[bytes] = []
         self._runnable: Deque[Job] = collections.deque()  # jobs with URLs not yet handed out
         self._finished_json: OrderedDict[str, bytes] = collections.OrderedDict()  # job id -> report, LRU
+        self._finished_json_bytes = 0
 
     # --- accepting
 
@@ -161,8 +163,9 @@ class JobStore:
         report = cache.get(job.id)
         if report is None:
             report = cache[job.id] = encode(job.as_json())
-            if len(cache) > FINISHED_JSON_CACHE:
-                cache.popitem(last=False)
+            self._finished_json_bytes += len(report)
+            while len(cache) > FINISHED_JSON_CACHE or self._finished_json_bytes > FINISHED_JSON_BYTES:
+                self._finished_json_bytes -= len(cache.popitem(last=False)[1])
         else:
             cache.move_to_end(job.id)
         return report
@@ -273,7 +276,7 @@ class JobStore:
                 break
             finished.popitem(last=False)
             del self.jobs[job.id]
-            self._finished_json.pop(job.id, None)
+            self._finished_json_bytes -= len(self._finished_json.pop(job.id, b""))
             if job.idempotency_key is not None and self.idempotency.get(job.idempotency_key) is job:
                 del self.idempotency[job.idempotency_key]
             dropped += 1

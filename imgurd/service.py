@@ -18,7 +18,7 @@ from .ratelimit import RateGate
 log = logging.getLogger("imgurd")
 
 EVICT_INTERVAL_MS = 5000
-CLIENT_SLACK = 4  # curl handles beyond max_concurrency: token renewals, never a queued request
+CLIENT_SLACK = 2  # curl handles beyond max_concurrency, so a request never waits in the client's queue
 
 
 class Service:
@@ -32,7 +32,10 @@ class Service:
         # download can never ride a connection opened to Imgur (an internal api_url, say).
         self.http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_concurrency + CLIENT_SLACK)
         self.download_http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_concurrency + CLIENT_SLACK)
-        self.tokens = TokenSource(config, self.http)
+        # Token requests have a client of their own too: upload handles carry the upload's own body
+        # callbacks (READFUNCTION/SEEKFUNCTION), which tornado before 6.6 does not reset between requests.
+        self.token_http = CurlAsyncHTTPClient(force_instance=True, max_clients=2)
+        self.tokens = TokenSource(config, self.token_http)
         self.gate = RateGate(config.max_rate_limit_wait)
         self.imgur = ImgurClient(config, self.http, self.tokens, self.gate)
         self.downloader = Downloader(config, self.download_http)
@@ -63,8 +66,8 @@ class Service:
             log.warning("abandoned job=%s url=%s", item.job.id, item.url, extra={"job": item.job.id, "url": item.url})
 
     def close(self) -> None:
-        self.http.close()
-        self.download_http.close()
+        for client in (self.http, self.download_http, self.token_http):
+            client.close()
 
     def application(self) -> web.Application:
         args = {"service": self}

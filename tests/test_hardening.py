@@ -351,4 +351,18 @@ def test_finished_job_reports_are_cached_bounded_and_dropped_with_the_job():
     assert len(store._finished_json) == FINISHED_JSON_CACHE
     now[0] = 100.0
     store.evict(limit=10 ** 6)
-    assert not store._finished_json and not store.jobs
+    assert not store._finished_json and not store.jobs and store._finished_json_bytes == 0
+
+
+def test_finished_job_report_cache_is_bounded_in_bytes(monkeypatch):
+    from imgurd import jobs
+
+    monkeypatch.setattr(jobs, "FINISHED_JSON_BYTES", 10_000)
+    store = jobs.JobStore(job_ttl=10, max_jobs=100000)
+    for i in range(20):  # reports of about 2 KB each: only the last few fit in 10 KB
+        job = store.add(["https://example.com/%s/%d.jpg" % ("\\" * 400, i)])
+        store.fail(store.next_item(), "x")
+        store.report(job)
+    assert 0 < store._finished_json_bytes <= 10_000
+    assert store._finished_json_bytes == sum(len(r) for r in store._finished_json.values())
+    assert len(store._finished_json) < 10
