@@ -5,9 +5,9 @@ import logging
 import os
 import signal
 import socket
-from typing import Optional
 
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from . import __version__
 from .service import Service
@@ -32,21 +32,20 @@ def sd_notify(state: str) -> bool:
         return False
 
 
-async def serve(config, ready: Optional[asyncio.Future] = None) -> None:
+async def serve(config) -> None:
     """Run until SIGTERM/SIGINT, then drain and return."""
     service = Service(config)
     # tornado's own body limit sits above max_body_bytes: the upload handler answers 413 itself
     server = HTTPServer(service.application(), max_body_size=config.max_body_bytes + 1024 * 1024,
                         idle_connection_timeout=120, body_timeout=60)
-    server.listen(config.port, config.host)
-    port = next(iter(server._sockets.values())).getsockname()[1]
+    sockets = bind_sockets(config.port, config.host)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]  # the real one, when port 0 asked for any
     service.start()
     log.info("imgurd %s listening on http://%s:%d (max_concurrency=%d, upload auth: %s)",
              __version__, config.host, port, config.max_concurrency,
              "OAuth bearer" if service.tokens.uses_oauth else "Client-ID")
     sd_notify("READY=1\nSTATUS=listening on %s:%d" % (config.host, port))
-    if ready is not None:
-        ready.set_result(port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,7 +54,7 @@ async def serve(config, ready: Optional[asyncio.Future] = None) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     for signum in signals:  # a second signal during the drain ends the drain at once
-        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(_hurry(service)))
+        loop.add_signal_handler(signum, _hurry, service)
 
     sd_notify("STOPPING=1")
     service.stopping = True  # connections kept alive may still send a POST: it is refused with 503
@@ -68,7 +67,7 @@ async def serve(config, ready: Optional[asyncio.Future] = None) -> None:
     log.info("stopped")
 
 
-async def _hurry(service: Service) -> None:
+def _hurry(service: Service) -> None:
     log.warning("second signal: abandoning transfers in flight now")
     service.pipeline.abandon()
 

@@ -98,6 +98,8 @@ def test_sniff_refuses_non_images(data, looks_like):
     assert sniff.describe(data) == looks_like
 
 
+# Pure classification: these addresses are only ever handed to classify(), never connected to. The
+# running guard is driven with loopback spellings only (tests/test_hardening.py).
 @pytest.mark.parametrize("address, verdict", [
     ("127.0.0.1", "loopback"), ("127.255.1.2", "loopback"), ("::1", "loopback"),
     ("::ffff:127.0.0.1", "IPv4-mapped loopback"), ("0.0.0.0", "unspecified"), ("::", "unspecified"),
