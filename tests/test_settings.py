@@ -18,7 +18,7 @@ def test_defaults_match_the_spec():
     assert config.max_concurrency == 16 and config.max_image_bytes == 20971520
     assert config.max_urls_per_job == 1000 and config.max_body_bytes == 1048576
     assert config.max_queued_urls == 100000 and config.connect_timeout == 10 and config.request_timeout == 60
-    assert config.max_attempts == 4 and config.max_rate_limit_wait == 3600
+    assert config.max_attempts == 4 and config.max_rate_limit_wait == 86400
     assert config.allow_private_networks is False and config.reuse_identical_uploads is True
     assert config.job_ttl == 86400 and config.max_jobs == 100000 and config.shutdown_timeout == 30
     assert config.log_level == "info" and config.log_format == "text"
