@@ -170,7 +170,7 @@ class JobHandler(ApiHandler):
         job = self.store.get(job_id.lower()) if _UUID.match(job_id.lower()) else None
         if job is None:
             raise ApiError(404, "no job with id %s (unknown, malformed or expired)" % job_id[:64])
-        self.finish(self.store.report(job))
+        self.finish(self.store.report(job, self.service.waiting()))
 
 
 class ImagesHandler(ApiHandler):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 import uuid
 from typing import Optional, Tuple
 
@@ -10,14 +11,15 @@ from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from . import USER_AGENT, backoff
+from .answers import error_message, looks_like_html
 from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
-from .oauth import TokenSource, imgur_error_message
-from .ratelimit import RateGate
+from .oauth import TokenSource
+from .ratelimit import LONGEST_PAUSE, RateGate, wait_in_words
 
 log = logging.getLogger("imgurd.imgur")
 
-RATE_LIMITED_PAUSE = 10.0  # seconds every upload waits after a 429 that said nothing more
+REFUSED_BACKOFF_CAP = LONGEST_PAUSE  # an upload refused with 429 again and again backs off up to this
 UPLOAD_BUFFER = 256 * 1024  # curl asks READFUNCTION for this much at a time (its default is 64 KiB)
 
 
@@ -103,21 +105,45 @@ class ImgurClient:
         self.url = config.api_url + "/3/image"
 
     async def upload(self, data: "bytes | bytearray", filename: str, mime: str) -> Tuple[str, Optional[str]]:
-        """Upload ``data``; return (link, deletehash). Retries what is worth retrying."""
+        """Upload ``data``; return (link, deletehash). Retries what is worth retrying.
+
+        A 429 is Imgur's budget talking, not a failed attempt: the upload waits (with every other
+        one, at the gate) and goes again, for as long as ``max_rate_limit_wait`` allows in all.
+        """
         head, tail, content_type = multipart_parts(filename, mime)
         attempt = 0
+        refused = 0  # 429s in a row for this upload
+        first_refused = 0.0
         renewed = False
         while True:
             attempt += 1
             try:
-                return await self._attempt(_BodyStream(head, data, tail), content_type)
-            except _AuthRefused as refused:
+                result = await self._attempt(_BodyStream(head, data, tail), content_type)
+                self.gate.succeeded()
+                return result
+            except _AuthRefused as auth_refused:
                 if not self.tokens.uses_oauth or renewed:
-                    raise refused.error from None
+                    raise auth_refused.error from None
                 renewed = True  # one renewal per upload after a 401/403, then the retry counts
-                self.tokens.invalidate(refused.header)
+                self.tokens.invalidate(auth_refused.header)
                 attempt -= 1
                 continue
+            except _RateLimited as limited:
+                attempt -= 1
+                refused += 1
+                now = time.monotonic()
+                first_refused = first_refused or now
+                max_wait = self.config.max_rate_limit_wait
+                if limited.wait is not None and limited.wait > max_wait:
+                    raise TransferError("%s; Imgur asked to retry after %d s, beyond max_rate_limit_wait (%d s)"
+                                        % (limited.reason, limited.wait, max_wait), "rate_limit") from None
+                if now - first_refused > max_wait:
+                    raise TransferError("%s; still refused after %d s of waiting, beyond max_rate_limit_wait "
+                                        "(%d s)" % (limited.reason, now - first_refused, max_wait),
+                                        "rate_limit") from None
+                pause = backoff.delay(refused, cap=REFUSED_BACKOFF_CAP)  # spread the retries, whatever the gate says
+                log.debug("upload refused with 429 (%s); waiting for Imgur's budget", limited.reason)
+                await gen.sleep(pause)
             except TransferError as error:
                 if not error.retryable or attempt >= self.config.max_attempts:
                     if error.retryable:
@@ -164,19 +190,90 @@ class ImgurClient:
             if not isinstance(link, str) or not link:
                 raise TransferError("Imgur answered 200 without a link", "upload", retryable=True)
             return link, data.get("deletehash")
-        message = imgur_error_message(body) or response.reason or "no message"
-        reason = "Imgur answered %d: %s" % (code, message)
+        reason = answer_reason(response)
+        retry_after = backoff.retry_after(response.headers.get("Retry-After"))
         if code == 429:
-            wait = backoff.retry_after(response.headers.get("Retry-After"))
-            # without Retry-After the budget headers (already observed) say how long; else a short pause
-            self.gate.pause_for(wait if wait is not None else RATE_LIMITED_PAUSE, "Imgur answered 429 (rate limited)")
-            raise TransferError(reason, "rate_limit", retryable=True, retry_after=wait)
+            message = error_message(body)
+            self.gate.rate_limited(retry_after, message)
+            raise _RateLimited(reason, retry_after if retry_after is not None else wait_in_words(message))
         if code >= 500:
-            wait = backoff.retry_after(response.headers.get("Retry-After"))
-            raise TransferError(reason, "upload", retryable=True, retry_after=wait)
+            raise TransferError(reason, "upload", retryable=True, retry_after=retry_after)
         if code in (401, 403):
             raise _AuthRefused(TransferError(reason, "auth"), auth)
         raise TransferError(reason, "upload")
+
+    async def check_credits(self) -> None:
+        """Ask Imgur for the budgets before the first upload (``GET /3/credits``), which also tells
+        whether it takes our credentials. Uploads wait for the answer; a failure to ask is logged,
+        never fatal: the budgets are then learned from the first upload's answer."""
+        self.gate.hold_until_ready()
+        try:
+            await self._check_credits()
+        except TransferError as error:  # e.g. the refresh token was refused: logged where it happened
+            log.warning("could not ask Imgur for its budgets: %s", error.reason)
+        finally:
+            self.gate.ready()
+
+    async def _check_credits(self) -> None:
+        url = self.config.api_url + "/3/credits"
+        request = HTTPRequest(
+            url, headers={"Authorization": await self.tokens.header(), "Accept": "application/json"},
+            connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
+            user_agent=USER_AGENT, prepare_curl_callback=quiet,
+        )
+        response, error = await fetch(self.http, request)
+        if response is None:
+            log.warning("Imgur is not reachable at %s (%s); going on, uploads will retry",
+                        self.config.api_url, curl_failure(error, url, self.config, "upload").reason)
+            return
+        if response.code in (401, 403):
+            what = "access token" if self.tokens.uses_oauth else "client_id"
+            log.error("Imgur refused the configured %s: %s; uploads will fail until it is fixed (check "
+                      "client_id, client_secret and refresh_token)", what, answer_reason(response))
+            return
+        if response.code != 200:
+            log.warning("could not read Imgur's budgets from %s: %s", url, answer_reason(response))
+            return
+        self.gate.observe(response.headers)
+        try:
+            data = json.loads(response.body)["data"]
+        except (ValueError, KeyError, TypeError):
+            data = None
+        if isinstance(data, dict):
+            numbers = {k.lower(): v for k, v in data.items() if isinstance(v, (int, float)) and v >= 0}
+            self.gate.seed("user", numbers.get("userlimit"), numbers.get("userremaining"), numbers.get("userreset"))
+            self.gate.seed("client", numbers.get("clientlimit"), numbers.get("clientremaining"), None)
+        budgets = self.gate.budgets
+        log.info("Imgur budgets: %s of %s uploads left this hour for this address, %s of %s today for the "
+                 "application", _uploads(budgets["user"].remaining), _uploads(budgets["user"].limit),
+                 _uploads(budgets["client"].remaining), _uploads(budgets["client"].limit))
+
+
+def _uploads(credits: Optional[float]) -> str:
+    return "?" if credits is None else "%d" % (credits // 10)
+
+
+def answer_reason(response: HTTPResponse) -> str:
+    """"Imgur answered <code>: <Imgur's own words>", from whichever error shape it used."""
+    body = response.body or b""
+    message = error_message(body)
+    if message is None:
+        message = response.reason or "no message"
+        if looks_like_html(body, response.headers.get("Content-Type")):
+            message += " (an HTML page from Imgur's edge)"
+    reason = "Imgur answered %d: %s" % (response.code, message)
+    if response.code == 400 and response.headers.get("CDN-Error", "").strip().lower() == "yes":
+        reason += " (refused by Imgur's CDN for this address or region)"
+    return reason
+
+
+class _RateLimited(Exception):
+    """A 429: ``wait`` is what Imgur asked for (Retry-After or its words), if it said."""
+
+    def __init__(self, reason: str, wait: Optional[float]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
 
 
 class _AuthRefused(Exception):
@@ -184,4 +281,3 @@ class _AuthRefused(Exception):
         super().__init__(error.reason)
         self.error = error
         self.header = header
-

@@ -41,6 +41,7 @@ def utc_stamp(epoch: float) -> str:
 # a URL's state, one byte each in Job.states
 _PENDING, _IN_PROGRESS, _COMPLETE, _FAILED = 0, 1, 2, 3
 STATE_NAMES = (PENDING, IN_PROGRESS, COMPLETE, FAILED)
+_HELD_STATE_NAMES = (PENDING, PENDING, COMPLETE, FAILED)  # while Imgur's budget holds every upload
 
 
 class Item:
@@ -93,7 +94,12 @@ class Job:
             return COMPLETE
         return IN_PROGRESS if self.started else PENDING
 
-    def as_json(self) -> Dict[str, object]:
+    def as_json(self, waiting: Optional[Dict[str, str]] = None) -> Dict[str, object]:
+        """The job's report; ``waiting`` (why and until when Imgur's budgets hold uploads) shows only
+        while URLs are unfinished, and then those already started are held too: they show ``pending``."""
+        if self.done == len(self.urls):
+            waiting = None
+        names = STATE_NAMES if waiting is None else _HELD_STATE_NAMES
         pending: List[str] = []
         complete: List[str] = []
         failed: List[str] = []
@@ -109,7 +115,7 @@ class Job:
                 failed.append(url)
             else:
                 pending.append(url)
-            images.append({"url": url, "status": STATE_NAMES[state], "link": link, "error": error})
+            images.append({"url": url, "status": names[state], "link": link, "error": error})
         return {
             "id": self.id,
             "created": utc_stamp(self.created),
@@ -117,6 +123,7 @@ class Job:
             "status": self.status,
             "uploaded": {"pending": pending, "complete": complete, "failed": failed},
             "images": images,
+            "waiting": waiting,
         }
 
 
@@ -153,12 +160,16 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Optional[Job]:
-        return self.jobs.get(job_id)
+        """The job, unless unknown or finished longer than ``job_ttl`` ago (even before the sweep drops it)."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.finished_at is not None and self.clock() - job.finished_at >= self.job_ttl:
+            return None
+        return job
 
-    def report(self, job: Job) -> bytes:
+    def report(self, job: Job, waiting: Optional[Dict[str, str]] = None) -> bytes:
         """The job's report as JSON; a finished job's is encoded once and kept while it is asked for."""
         if job.done < len(job):
-            return encode(job.as_json())
+            return encode(job.as_json(waiting))
         cache = self._finished_json
         report = cache.get(job.id)
         if report is None:

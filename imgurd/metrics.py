@@ -39,6 +39,12 @@ class Metrics:
         self.jobs_retained = Gauge("imgurd_jobs_retained", "Jobs held in memory (running and finished).",
                                    registry=r)
         self.links = Gauge("imgurd_links", "Distinct Imgur links uploaded by this process.", registry=r)
+        self.imgur_wait = Gauge("imgurd_imgur_wait_seconds",
+                                "Seconds until uploads resume, while a spent Imgur budget holds them (else 0).",
+                                registry=r)
+        self.urls_waiting = Gauge("imgurd_urls_waiting",
+                                  "URLs held back by a spent Imgur budget (all unfinished ones while it holds "
+                                  "uploads, else those waiting for an answer in flight).", registry=r)
         for counter in (self.urls_finished.labels("complete", ""),):
             counter.inc(0)
 
@@ -48,6 +54,13 @@ class Metrics:
         self.backlog.set_function(lambda: store.backlog)
         self.jobs_retained.set_function(lambda: len(store.jobs))
         self.links.set_function(lambda: len(store.links))
+
+        def wait_seconds() -> float:
+            held = gate.waiting()
+            return max(0.0, held.until - gate.clock()) if held is not None else 0.0
+
+        self.imgur_wait.set_function(wait_seconds)
+        self.urls_waiting.set_function(lambda: store.backlog if gate.waiting() is not None else gate.waiters)
         self.registry.register(_RateLimitCollector(gate.remaining))
 
     def finished(self, outcome: str, failure_class: str = "") -> None:

@@ -16,29 +16,13 @@ from tornado.ioloop import IOLoop
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from . import USER_AGENT
+from .answers import error_message
 from .curlerrors import fetch, quiet
 from .errors import TransferError
 
 log = logging.getLogger("imgurd.oauth")
 
 RENEW_MARGIN = 0.1  # renew when less than this share of the lifetime (at most an hour) is left
-
-
-def imgur_error_message(body: bytes) -> Optional[str]:
-    """Imgur's own error text from its JSON envelope, or None when the body is not that."""
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(document, dict):
-        return None
-    data = document.get("data")
-    error = data.get("error") if isinstance(data, dict) else document.get("error")
-    if isinstance(error, dict):
-        error = error.get("message")
-    if isinstance(error, str) and error.strip():
-        return " ".join(error.split())[:300]
-    return None
 
 
 class TokenSource:
@@ -117,7 +101,7 @@ class TokenSource:
             return self._token
         if response.code >= 500 or response.code == 429:
             raise TransferError("Imgur's token endpoint answered %d" % response.code, "auth", retryable=True)
-        message = imgur_error_message(response.body or b"") or "HTTP %d" % response.code
+        message = error_message(response.body or b"") or "HTTP %d" % response.code
         self._rejected = "Imgur rejected the refresh token: %s" % message
         log.error("Imgur rejected the refresh token (answered %d: %s); uploads that need it will fail "
                   "until imgurd is restarted with a valid refresh_token", response.code, message)

@@ -33,7 +33,7 @@ def document(config) -> Dict[str, Any]:
     }
     job = {
         "type": "object",
-        "required": ["id", "created", "finished", "status", "uploaded", "images"],
+        "required": ["id", "created", "finished", "status", "uploaded", "images", "waiting"],
         "properties": {
             "id": {"type": "string", "format": "uuid"},
             "created": {"type": "string", "format": "date-time"},
@@ -49,6 +49,19 @@ def document(config) -> Dict[str, Any]:
                 },
             },
             "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
+            "waiting": {
+                "description": "While a spent Imgur budget (or a pause Imgur asked for) holds the job's unfinished "
+                               "URLs: why, and until when. They stay pending: waiting is not a failure.",
+                "oneOf": [
+                    {"type": "null"},
+                    {"type": "object", "required": ["reason", "until"],
+                     "properties": {
+                         "reason": {"type": "string"},
+                         "until": {"type": "string", "format": "date-time"},
+                         "budget": {"type": "string", "description": "Which one, in a few words "
+                                                                     "(e.g. 'hourly budget')."}}},
+                ],
+            },
         },
     }
     doc: Dict[str, Any] = {

@@ -51,6 +51,8 @@ class Pipeline:
     async def _dispatch(self) -> None:
         while True:
             await self.slots.acquire()
+            # while a spent Imgur budget holds every upload, URLs wait here, pending, holding nothing
+            await self.imgur.gate.open()
             item = self.store.next_item()
             while item is None and not self._stopping:
                 await self._work.wait()

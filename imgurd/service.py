@@ -1,6 +1,7 @@
 """Wiring: one Service object owns the store, the HTTP client and the pipeline, and builds the app."""
 
 import logging
+from typing import Dict, Optional
 
 from tornado import web
 from tornado.curl_httpclient import CurlAsyncHTTPClient
@@ -9,7 +10,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from . import handlers, logs, openapi
 from .download import Downloader
 from .imgur import ImgurClient
-from .jobs import EVICT_BATCH, JobStore
+from .jobs import EVICT_BATCH, JobStore, utc_stamp
 from .metrics import Metrics
 from .oauth import TokenSource
 from .pipeline import Pipeline
@@ -46,8 +47,17 @@ class Service:
         self._evictor = PeriodicCallback(self._evict, EVICT_INTERVAL_MS)
 
     def start(self) -> None:
+        if not self.config.dry_run:
+            IOLoop.current().spawn_callback(self.imgur.check_credits)
         self.pipeline.start()
         self._evictor.start()
+
+    def waiting(self) -> Optional[Dict[str, str]]:
+        """Why and until when Imgur's budgets hold every upload (a job's ``waiting``), or None."""
+        held = self.gate.waiting()
+        if held is None:
+            return None
+        return {"reason": held.reason, "until": utc_stamp(held.until), "budget": held.budget}
 
     def job_accepted(self, job) -> None:
         log.info("accepted job=%s with %d URLs", job.id, len(job), extra={"job": job.id})

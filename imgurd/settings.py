@@ -61,6 +61,19 @@ def _parse_text(text: str) -> str:
     value = text.strip()
     if not value:
         raise ValueError("it is empty")
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        raise ValueError("it is wrapped in quotes; write the value without them")
+    return value
+
+
+PLACEHOLDER_CLIENT_ID = "YOUR_IMGUR_CLIENT_ID"
+
+
+def _parse_client_id(text: str) -> str:
+    value = _parse_text(text)
+    if value == PLACEHOLDER_CLIENT_ID:
+        raise ValueError("%s is the example's placeholder: register an application at "
+                         "https://api.imgur.com/oauth2/addclient and use its client ID" % value)
     return value
 
 
@@ -130,8 +143,8 @@ def _seconds(minimum: float = 0.0) -> Callable[[str], float]:
 SETTINGS: Tuple[Setting, ...] = (
     Setting("host", _parse_text, "127.0.0.1", "Address to listen on (0.0.0.0 for all IPv4 interfaces)."),
     Setting("port", _int(0, 65535), 8080, "TCP port to listen on.", kind="int"),
-    Setting("client_id", _parse_text, None, "Imgur application client ID (required).",
-            example="YOUR_IMGUR_CLIENT_ID"),
+    Setting("client_id", _parse_client_id, None, "Imgur application client ID (required).",
+            example=PLACEHOLDER_CLIENT_ID),
     Setting("client_secret", _parse_text, None, "Imgur client secret; with refresh_token, uploads go to your account.",
             secret=True),
     Setting("refresh_token", _parse_text, None, "Imgur OAuth refresh token; enables Bearer uploads.", secret=True),

@@ -9,6 +9,7 @@ never queues it twice. A ``503`` is waited out (``Retry-After``) and the same jo
 
 import collections
 import csv
+import datetime
 import io
 import json
 import os
@@ -133,13 +134,14 @@ def collect(arguments: Sequence[str], files: Sequence[str]) -> Tuple[List[Row], 
 class Batch:
     """One job: up to ``--batch`` distinct URLs, its idempotency key, and once accepted its id."""
 
-    __slots__ = ("uniques", "key", "job_id", "done")
+    __slots__ = ("uniques", "key", "job_id", "done", "waiting")
 
     def __init__(self, uniques: List[Unique]) -> None:
         self.uniques = uniques
         self.key = str(uuid.uuid4())  # made once; reused for every retry of this very batch
         self.job_id: Optional[str] = None
         self.done = False
+        self.waiting: Optional[str] = None  # what holds the job, as the progress line says it
 
     def halves(self) -> List["Batch"]:
         middle = len(self.uniques) // 2
@@ -161,6 +163,21 @@ class Batch:
             if image is not None:
                 unique.image = image
         self.done = report.get("status") == "complete"
+        self.waiting = waiting_text(report.get("waiting"))
+
+
+def waiting_text(waiting: Any, today: Optional[datetime.date] = None) -> Optional[str]:
+    """A job's ``waiting`` as the progress line says it: "waiting for Imgur's hourly budget until 11:00Z"."""
+    if not isinstance(waiting, dict) or not isinstance(waiting.get("until"), str):
+        return None
+    budget = waiting.get("budget") if isinstance(waiting.get("budget"), str) else "budget"
+    try:
+        until = datetime.datetime.strptime(waiting["until"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return "waiting for Imgur's %s" % budget
+    today = today or datetime.datetime.now(datetime.timezone.utc).date()
+    shown = until.strftime("%H:%MZ" if until.date() == today else "%Y-%m-%d %H:%MZ")
+    return "waiting for Imgur's %s until %s" % (budget, shown)
 
 
 class Progress:
@@ -173,6 +190,7 @@ class Progress:
         self.started = started
         self.total = total
         self.shown = 0
+        self.waiting: Optional[str] = None
         self.bar = None
         if enabled:
             self.bar = click.progressbar(length=total, label=PROG, file=sys.stderr, show_pos=True,
@@ -188,12 +206,18 @@ class Progress:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
-    def update(self, done: int, failed: int, busy: bool = False) -> None:
+    def update(self, done: int, failed: int, busy: bool = False, waiting: Optional[str] = None) -> None:
+        """Redraw the bar; without one (not a terminal), one line each time Imgur's budgets start holding
+        the jobs, since a day of waiting must not look like a hung command."""
         bar = self.bar
+        changed, self.waiting = waiting != self.waiting, waiting
         if bar is None:
+            if changed and waiting:
+                click.echo("%s: %s (%d of %d done)" % (PROG, waiting, done, self.total), err=True)
             return
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        bar.current_item = "%d failed, %.1f img/s%s" % (failed, done / elapsed, self.BUSY if busy else "")
+        bar.current_item = "%d failed, %s%s" % (failed, waiting or "%.1f img/s" % (done / elapsed),
+                                                self.BUSY if busy else "")
         self._fit()
         step = done - self.shown
         self.shown = done
@@ -208,8 +232,8 @@ class Progress:
             columns = os.get_terminal_size(sys.stderr.fileno()).columns
         except (AttributeError, OSError, ValueError):
             columns = 0
-        longest = "%s  []  %d/%d  00:00:00  %d failed, 9999.9 img/s%s" % (
-            PROG, self.total, self.total, self.total, self.BUSY)
+        longest = "%s  []  %d/%d  00:00:00  %d failed, %s%s" % (
+            PROG, self.total, self.total, self.total, self.waiting or "9999.9 img/s", self.BUSY)
         self.bar.width = max(5, min(self.BAR_WIDTH, (columns or 80) - 1 - len(longest)))  # type: ignore
 
 
@@ -288,7 +312,8 @@ class Submitter:
                 if not batch.done:
                     batch.absorb(self.api.job(batch.job_id, self.deadline))  # type: ignore[arg-type]
             counts = tally(rows)
-            progress.update(counts["complete"] + counts["failed"], counts["failed"], bool(queue))
+            waiting = max((b.waiting for b in self.accepted if b.waiting and not b.done), default=None)
+            progress.update(counts["complete"] + counts["failed"], counts["failed"], bool(queue), waiting)
             if not queue and all(batch.done for batch in self.accepted):
                 return
             wait = interval
@@ -319,11 +344,11 @@ def write_results(rows: Sequence[Row], fmt: str) -> None:
                 click.echo(link)
 
 
-def summary(rows: Sequence[Row], elapsed: float) -> str:
+def summary(rows: Sequence[Row], elapsed: float, waiting: Optional[str] = None) -> str:
     counts = tally(rows)
     line = "%s: %s, %d complete, %d failed" % (PROG, plural(len(rows), "URL"), counts["complete"], counts["failed"])
     if counts["pending"]:
-        line += ", %d pending" % counts["pending"]
+        line += ", %d pending" % counts["pending"] + (" (%s)" % waiting if waiting else "")
     return line + " in %.1f s" % elapsed
 
 
@@ -406,7 +431,8 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
     write_results(rows, fmt)
     elapsed = time.monotonic() - started
     if not terminal:
-        click.echo(summary(rows, elapsed) + (" (--timeout reached)" if timed_out else ""), err=True)
+        click.echo(summary(rows, elapsed, progress.waiting) + (" (--timeout reached)" if timed_out else ""),
+                   err=True)
     elif timed_out:
         click.echo("%s: --timeout reached after %.1f s; %s still pending"
                    % (PROG, elapsed, plural(tally(rows)["pending"], "URL")), err=True)

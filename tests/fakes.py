@@ -1,15 +1,21 @@
 """Loopback stand-ins for Imgur and for image origins, with fault injection.
 
-Used by the integration tests and the benchmarks. The fake Imgur answers in
-Imgur's own shapes (see ../shared/IMGUR-API.md): the ``data``/``success``/
-``status`` envelope, string or object ``data.error``, rate-limit headers,
-OAuth token refresh, HTML from the edge on some 5xx.
+Used by the integration tests and the benchmarks. The fake Imgur answers the way the
+real one does (../shared/IMGUR-API.md), not only as documented: the
+``data``/``success``/``status`` envelope with string or object ``data.error``,
+the newer ``{"errors": [...]}`` and top-level ``detail`` shapes, HTML from the
+edge, user (per address, hourly), client (daily) and POST budgets on every
+answer with their reset headers in seconds, 429s with no ``Retry-After`` once a
+budget is spent, ``GET /3/credits`` and OAuth token refresh. ``documented=True``
+switches the reset headers to the Unix times and the 429s to the envelope the
+documentation describes.
 """
 
 import asyncio
 import collections
 import hashlib
 import json
+import math
 import random
 import string
 import threading
@@ -48,6 +54,34 @@ def start_server(app: web.Application, host: str = "127.0.0.1", **server_args: A
 # --- the fake Imgur
 
 
+class FakeBudget:
+    """One of Imgur's budgets: ``limit`` credits per ``window`` seconds, refilled when the window ends."""
+
+    def __init__(self, limit: int, window: float, used: int = 0) -> None:
+        self.limit = limit
+        self.window = window
+        self.used = used
+        self.started = time.monotonic()
+
+    def state(self):
+        """(credits remaining, seconds until the refill), refilling an ended window first."""
+        now = time.monotonic()
+        if now - self.started >= self.window:
+            self.started = now
+            self.used = 0
+        return self.limit - self.used, self.window - (now - self.started)
+
+    def spend(self, cost: int) -> bool:
+        remaining, _ = self.state()
+        if remaining < cost:
+            return False
+        self.used += cost
+        return True
+
+
+UPLOAD_CREDITS = 10  # what one upload costs from the user and the client budgets
+
+
 class Upload:
     __slots__ = ("data", "filename", "content_type", "type_field", "auth", "link", "fields")
 
@@ -65,7 +99,13 @@ class FakeImgur:
     """State and fault script of the fake Imgur. ``faults`` is consumed one answer per upload request."""
 
     def __init__(self, client_id: str = "test-client-id", client_secret: str = "test-secret",
-                 refresh_token: str = "test-refresh-token", latency: float = 0.0) -> None:
+                 refresh_token: str = "test-refresh-token", latency: float = 0.0, documented: bool = False) -> None:
+        self.documented = documented
+        # budgets large enough not to bind unless a test says so (budget()); real anonymous: 500 an hour
+        self.user = FakeBudget(10 ** 7, 3600.0)
+        self.client = FakeBudget(10 ** 8, 86400.0)
+        self.spent_uploads = 0  # uploads that arrived while a budget was known spent (answered 429)
+        self.credits_requests = 0
         self.client_id = client_id
         self.client_secret = client_secret
         self.refresh_token = refresh_token
@@ -75,10 +115,7 @@ class FakeImgur:
         self.refused = 0  # 429s answered for a spent POST budget
         self.faults: Deque[Dict[str, Any]] = collections.deque()
         self.rate_headers: Dict[str, str] = {}
-        self.post_limit: Optional[int] = None  # when set: uploads allowed per post_window, then 429
-        self.post_window = 60.0
-        self._window_start = 0.0
-        self._window_used = 0
+        self.post: Optional[FakeBudget] = None  # when set: uploads allowed per window, then 429
         self.token_requests = 0
         self.token_lifetime = 3600
         self.reject_refresh = False
@@ -94,24 +131,47 @@ class FakeImgur:
         return "http://127.0.0.1:%d" % self.port
 
     def fail_next(self, status: int, error: Any = "Internal error", headers: Optional[Dict[str, str]] = None,
-                  html: bool = False, times: int = 1) -> None:
+                  html: bool = False, times: int = 1, shape: str = "envelope") -> None:
+        """The next upload requests answer ``status`` with ``error`` in ``shape`` (envelope, errors,
+        detail or html)."""
         for _ in range(times):
-            self.faults.append({"status": status, "error": error, "headers": headers or {}, "html": html})
+            self.faults.append({"status": status, "error": error, "headers": headers or {}, "html": html,
+                                "shape": shape})
 
     def limit_posts(self, limit: int, window: float, used: int = 0) -> None:
         """Imgur's POST budget: ``limit`` uploads per ``window`` seconds, refilled when it ends."""
-        self.post_limit = limit
-        self.post_window = window
-        self._window_start = time.monotonic()
-        self._window_used = used
+        self.post = FakeBudget(limit, window, used)
 
-    def _post_budget(self):
-        """(remaining before this request, seconds to reset), refilling an ended window."""
-        now = time.monotonic()
-        if now - self._window_start >= self.post_window:
-            self._window_start = now
-            self._window_used = 0
-        return self.post_limit - self._window_used, self.post_window - (now - self._window_start)
+    def budget(self, user_credits: int = 500, window: float = 3600.0, used: int = 0,
+               client_credits: Optional[int] = None, client_window: float = 86400.0) -> None:
+        """The user (per address) budget real anonymous uploads meet: 500 credits, 10 an upload, per
+        ``window`` (an hour at Imgur; seconds in a test); optionally the application's daily one too."""
+        self.user = FakeBudget(user_credits, window, used)
+        if client_credits is not None:
+            self.client = FakeBudget(client_credits, client_window)
+
+    def reset_value(self, seconds: float) -> str:
+        """A reset header as real answers send it (seconds from now), or as documented (a Unix time)."""
+        if self.documented:
+            return str(math.ceil(time.time() + seconds))  # rounded up: never earlier than the real refill
+        return str(max(1, math.ceil(seconds)))
+
+    def budget_headers(self) -> Dict[str, str]:
+        user_left, user_reset = self.user.state()
+        client_left, client_reset = self.client.state()
+        headers = {
+            "X-RateLimit-UserLimit": str(self.user.limit), "X-RateLimit-UserRemaining": str(user_left),
+            "X-RateLimit-UserReset": self.reset_value(user_reset),
+            "X-RateLimit-ClientLimit": str(self.client.limit), "X-RateLimit-ClientRemaining": str(client_left),
+        }
+        if not self.documented:
+            headers["X-RateLimit-ClientReset"] = str(max(1, int(client_reset + 0.999)))
+        if self.post is not None:
+            post_left, post_reset = self.post.state()
+            headers.update({"X-Post-Rate-Limit-Limit": str(self.post.limit),
+                            "X-Post-Rate-Limit-Remaining": str(post_left),
+                            "X-Post-Rate-Limit-Reset": str(max(1, int(post_reset + 0.999)))})
+        return headers
 
     def expire_tokens(self) -> None:
         self.valid_tokens.clear()
@@ -124,6 +184,7 @@ class FakeImgur:
     def application(self) -> web.Application:
         return web.Application([
             (r"/3/(?:image|upload)", _ImgurUploadHandler, {"fake": self}),
+            (r"/3/credits", _ImgurCreditsHandler, {"fake": self}),
             (r"/oauth2/token", _ImgurTokenHandler, {"fake": self}),
         ])
 
@@ -140,18 +201,76 @@ def envelope(data: Dict[str, Any], status: int) -> bytes:
     return json.dumps({"data": data, "success": status == 200, "status": status}).encode()
 
 
-class _ImgurUploadHandler(web.RequestHandler):
+class _ImgurHandler(web.RequestHandler):
     def initialize(self, fake: FakeImgur) -> None:
         self.fake = fake
 
-    def _error(self, status: int, error: Any, html: bool = False) -> None:
+    def _error(self, status: int, error: Any, html: bool = False, shape: str = "envelope") -> None:
+        """An error in one of the shapes real answers use: envelope, errors, detail, or an HTML page."""
         self.set_status(status)
-        if html:
+        if html or shape == "html":
             self.set_header("Content-Type", "text/html")
             self.finish("<html><body><h1>%d Service Unavailable</h1></body></html>" % status)
             return
+        reason = httputil.responses.get(status, "Error")
+        trace = "legacy-api-7756c5f445-v8sw6/%s" % "".join(random.choice(string.ascii_letters) for _ in range(10))
+        if shape == "errors":
+            self.set_header("Content-Type", "application/vnd.imgur.v1+json")
+            self.finish(json.dumps({"errors": [{"id": trace, "code": str(status), "status": reason,
+                                                "detail": error}]}))
+        elif shape == "detail":
+            self.set_header("Content-Type", "application/vnd.imgur.v1+json")
+            self.finish(json.dumps({"id": trace, "code": status, "detail": error, "status": reason}))
+        else:
+            self.set_header("Content-Type", "application/json")
+            self.finish(envelope({"error": error, "request": self.request.path, "method": self.request.method},
+                                 status))
+
+    def _auth_error(self) -> bool:
+        """Answer 401/403 as Imgur does for missing or wrong credentials; True if it answered."""
+        fake = self.fake
+        auth = self.request.headers.get("Authorization", "")
+        if not auth:
+            self._error(401, "Authentication required")
+            return True
+        scheme, _, credential = auth.partition(" ")
+        if scheme == "Client-ID":
+            if credential != fake.client_id:
+                self._error(403, "Invalid client_id")
+                return True
+        elif scheme == "Bearer":
+            if credential not in fake.valid_tokens:
+                self._error(403, "The access token provided is invalid.")
+                return True
+        else:
+            self._error(403, "Invalid authorization header")
+            return True
+        return False
+
+
+class _ImgurCreditsHandler(_ImgurHandler):
+    """``GET /3/credits``: the budgets, as Imgur reports them before any upload."""
+
+    def get(self) -> None:
+        fake = self.fake
+        fake.credits_requests += 1
+        if self._auth_error():
+            return
+        user_left, user_reset = fake.user.state()
+        client_left, _ = fake.client.state()
         self.set_header("Content-Type", "application/json")
-        self.finish(envelope({"error": error, "request": "/3/image", "method": "POST"}, status))
+        self.finish(envelope({"UserLimit": fake.user.limit, "UserRemaining": user_left,
+                              "UserReset": int(time.time() + user_reset + 0.999),
+                              "ClientLimit": fake.client.limit, "ClientRemaining": client_left}, 200))
+
+
+class _ImgurUploadHandler(_ImgurHandler):
+    def _budget_headers(self) -> None:
+        fake = self.fake
+        for name, value in fake.budget_headers().items():
+            self.set_header(name, value)
+        for name, value in fake.rate_headers.items():  # a test's own values win
+            self.set_header(name, value)
 
     async def post(self) -> None:
         fake = self.fake
@@ -168,35 +287,28 @@ class _ImgurUploadHandler(web.RequestHandler):
 
     def _answer(self) -> None:
         fake = self.fake
-        for name, value in fake.rate_headers.items():
-            self.set_header(name, value)
         auth = self.request.headers.get("Authorization", "")
         if fake.faults:
             fault = fake.faults.popleft()
+            self._budget_headers()
             for name, value in fault["headers"].items():
                 self.set_header(name, value)
-            return self._error(fault["status"], fault["error"], fault["html"])
-        if fake.post_limit is not None:
-            remaining, reset = fake._post_budget()
-            self.set_header("X-Post-Rate-Limit-Limit", str(fake.post_limit))
-            self.set_header("X-Post-Rate-Limit-Reset", str(max(1, int(reset + 0.999))))
-            if remaining <= 0:
-                fake.refused += 1
-                self.set_header("X-Post-Rate-Limit-Remaining", "0")
+            return self._error(fault["status"], fault["error"], fault["html"], fault.get("shape", "envelope"))
+        if self._auth_error():
+            return
+        spent = [b for b, cost in ((fake.post, 1), (fake.user, UPLOAD_CREDITS), (fake.client, UPLOAD_CREDITS))
+                 if b is not None and b.state()[0] < cost]
+        if spent:  # sent into a spent budget: what imgurd must never do
+            fake.refused += 1
+            fake.spent_uploads += 1
+            self._budget_headers()
+            if fake.documented:
                 return self._error(429, "Too Many Requests")
-            fake._window_used += 1
-            self.set_header("X-Post-Rate-Limit-Remaining", str(remaining - 1))
-        if not auth:
-            return self._error(401, "Authentication required")
-        scheme, _, credential = auth.partition(" ")
-        if scheme == "Client-ID":
-            if credential != fake.client_id:
-                return self._error(403, "Invalid client_id")
-        elif scheme == "Bearer":
-            if credential not in fake.valid_tokens:
-                return self._error(403, "The access token provided is invalid.")
-        else:
-            return self._error(403, "Invalid authorization header")
+            return self._error(429, "Too Many Requests", shape="errors")
+        for budget, cost in ((fake.post, 1), (fake.user, UPLOAD_CREDITS), (fake.client, UPLOAD_CREDITS)):
+            if budget is not None:
+                budget.spend(cost)
+        self._budget_headers()
         files = self.request.files.get("image")
         type_field = self.get_body_argument("type", None)
         if not files:

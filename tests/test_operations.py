@@ -28,7 +28,7 @@ async def test_metrics_move(start_service, origin, imgur):
     assert code == 200 and headers["Content-Type"].startswith("text/plain")
     text = text.decode()
     assert metric(text, "imgurd_jobs_accepted_total") == 0
-    assert "imgurd_imgur_rate_limit_remaining{" not in text  # nothing known yet
+    assert metric(text, "imgurd_imgur_wait_seconds") == 0 and metric(text, "imgurd_urls_waiting") == 0
     report = await api.wait(await api.submit([origin.add("/a.jpg", JPEG), origin.add("/b.png", PNG),
                                               origin.url("/status/404"), origin.add("/p.html", b"<html>")]))
     assert len(report["uploaded"]["complete"]) == 2

@@ -92,9 +92,19 @@ def test_example_file_and_table_cover_every_key(tmp_path):
     for setting in SETTINGS:
         assert "%s =" % setting.name in text
         assert "`%s`" % setting.name in table and setting.env in table
-    # the example parses, and with its placeholder client_id resolves to the defaults
-    config = resolve({}, {}, write(tmp_path, text))
-    assert config.client_id == "YOUR_IMGUR_CLIENT_ID" and config.port == 8080
+    # the example parses; its placeholder client_id stops start-up until replaced, then all else is default
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"^invalid value for client_id \(from config file .*\): "
+                                          r"YOUR_IMGUR_CLIENT_ID is the example's placeholder"):
+        resolve({}, {}, path)
+    config = resolve({}, {}, write(tmp_path, text.replace("YOUR_IMGUR_CLIENT_ID", "0123abcd")))
+    assert config.client_id == "0123abcd" and config.port == 8080
+
+
+@pytest.mark.parametrize("value", ['"0123abcd"', "'0123abcd'"])
+def test_a_value_in_quotes_is_refused_naming_the_key(tmp_path, value):
+    with pytest.raises(ConfigError, match="invalid value for client_id .*wrapped in quotes"):
+        resolve({}, {}, write(tmp_path, "[imgurd]\nclient_id = %s\n" % value))
 
 
 def test_shipped_example_is_generated_from_the_table():

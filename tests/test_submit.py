@@ -341,3 +341,33 @@ def test_retries_after_503_and_a_lost_connection_reuse_the_idempotency_key():
     assert len(server.jobs) == 2
     assert result.stdout.splitlines() == ["https://i.imgur.com/0000000.jpg", "https://i.imgur.com/0000001.jpg",
                                           "https://i.imgur.com/0000000.jpg"]
+
+
+def test_waiting_text_says_what_holds_the_jobs_and_until_when():
+    import datetime
+
+    from imgurd.submit import waiting_text
+
+    today = datetime.date(2026, 11, 24)
+    held = {"reason": "Imgur's hourly upload budget for this address is spent (50 uploads an hour)",
+            "until": "2026-11-24T11:00:00.000Z", "budget": "hourly budget"}
+    assert waiting_text(held, today) == "waiting for Imgur's hourly budget until 11:00Z"
+    assert waiting_text(dict(held, until="2026-11-25T09:30:00.000Z"), today) == \
+        "waiting for Imgur's hourly budget until 2026-11-25 09:30Z"
+    assert waiting_text(None, today) is None
+
+
+def test_submit_says_it_waits_for_imgurs_budget_and_finishes():
+    with BackgroundServers() as servers:
+        servers.call(servers.imgur.budget, 30, 3.0)  # 3 uploads, then a reset in seconds (an hour at Imgur)
+        daemon = start_daemon(servers, "--max-per-host", "16")
+        try:
+            urls = [servers.call(servers.origin.add, "/wait%d.jpg" % i, jpeg_of_size(400, i)) for i in range(6)]
+            result = run_submit(*urls, server=daemon.base, token=None)
+        finally:
+            code, log = daemon.stop()
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"^imgurd-submit: waiting for Imgur's hourly budget until \d\d:\d\dZ \(3 of 6 done\)$",
+                         result.stderr, re.M), result.stderr
+        assert [row[1] for row in csv_rows(result.stdout)] == ["complete"] * 6
+        assert servers.imgur.spent_uploads == 0

@@ -1,0 +1,288 @@
+"""Imgur as it really answers (IMGUR-API): budgets paced, waiting shown, every error shape read.
+
+The fake Imgur answers like the real one by default: reset headers in seconds, 429s in the
+``{"errors": [...]}`` shape with no ``Retry-After``, ``GET /3/credits``. Budgets that reset in
+seconds stand in for Imgur's hour.
+"""
+
+import json
+import logging
+import time
+
+import pytest
+from tornado import gen
+
+from imgurd import ratelimit
+from imgurd.answers import error_message
+from imgurd.jobs import JobStore
+from imgurd.ratelimit import RateGate, reset_time, wait_in_words
+from tests.fakes import JPEG, PNG, FakeImgur, jpeg_of_size, start_server
+from tests.test_operations import metric
+
+
+async def run_one(api, url):
+    report = await api.wait(await api.submit([url]))
+    return report["images"][0]
+
+
+# --- pure functions
+
+
+def test_reset_values_are_told_apart_by_size():
+    now = 1_800_000_000.0
+    assert reset_time(3600, now) == now + 3600  # what real answers send: seconds
+    assert reset_time(1_800_000_100, now) == 1_800_000_100  # what the documentation promises: a Unix time
+
+
+@pytest.mark.parametrize("message, seconds", [
+    ("You are uploading too fast. Please wait 37 more minutes.", 37 * 60),
+    ("Please wait 1 more minute.", 60),
+    ("please WAIT 20 seconds", 20),
+    ("Please wait 2 more hours", 7200),
+    ("Too Many Requests", None),
+    (None, None),
+])
+def test_waits_in_words(message, seconds):
+    assert wait_in_words(message) == seconds
+
+
+def test_gate_reads_budget_headers_in_any_case_and_waits_for_the_user_reset():
+    now = [1_800_000_000.0]
+    gate = RateGate(max_wait=86400, clock=lambda: now[0])
+    gate.observe({"x-ratelimit-userlimit": "500", "x-ratelimit-userremaining": "0",
+                  "x-ratelimit-userreset": "3600", "x-ratelimit-clientlimit": "12500",
+                  "x-ratelimit-clientremaining": "9000", "x-ratelimit-clientreset": "86400"})
+    held = gate.waiting()
+    margin = ratelimit.RESET_MARGIN  # resets come in whole seconds
+    assert held is not None and held.until == now[0] + 3600 + margin and held.budget == "hourly budget"
+    assert held.reason == "Imgur's hourly upload budget for this address is spent (50 uploads an hour)"
+    assert gate.budgets["client"].reset_at == now[0] + 86400 + margin
+    now[0] += 3600 + margin
+    assert gate.waiting() is None and gate.budgets["user"].remaining == 500  # refilled at the reset
+
+
+def test_gate_without_headers_learns_from_a_quiet_429_and_backs_off():
+    now = [1000.0]
+    gate = RateGate(max_wait=86400, clock=lambda: now[0])
+    gate.rate_limited(None, "Too Many Requests")
+    first = gate.waiting()
+    assert first.until == 1000 + ratelimit.FIRST_PAUSE and first.budget == "rate-limit pause"
+    now[0] = first.until
+    gate.rate_limited(None, "Too Many Requests")
+    assert gate.waiting().until == now[0] + 2 * ratelimit.FIRST_PAUSE  # again in a row: twice as long
+    gate.succeeded()
+    now[0] += 10000
+    gate.rate_limited(None, "Please wait 37 more minutes.")
+    assert gate.waiting().until == now[0] + 37 * 60
+
+
+@pytest.mark.parametrize("body, message", [
+    (b'{"data": {"error": "Invalid client_id", "request": "/3/image", "method": "POST"}, "success": false,'
+     b' "status": 403}', "Invalid client_id"),
+    (b'{"data": {"error": {"code": 1003, "message": "File type invalid (1)", "type": "ImgurException",'
+     b' "exception": []}, "request": "/3/image", "method": "POST"}, "success": false, "status": 400}',
+     "File type invalid (1)"),
+    (b'{"errors": [{"id": "legacy-api-7756c5f445-v8sw6/FWkdEyQ56Y-1829229", "code": "429",'
+     b' "status": "Too Many Requests", "detail": "Too Many Requests"}]}', "Too Many Requests"),
+    (b'{"id": "legacy-api-5b7c4f6c68-2pblb/JYEwsy8Hoj-145368", "code": 413,'
+     b' "detail": "file is over the size limit", "status": "Request Entity Too Large"}',
+     "file is over the size limit"),
+    (b"<html><body>503 client read error</body></html>", None),
+    (b"", None),
+    (b"[1, 2]", None),
+])
+def test_every_error_shape_gives_imgurs_words(body, message):
+    assert error_message(body) == message
+
+
+def test_finished_job_is_gone_at_job_ttl_before_the_sweep():
+    now = [100.0]
+    store = JobStore(job_ttl=10, max_jobs=100, clock=lambda: now[0])
+    job = store.add(["https://example.com/a.jpg"])
+    item = store.next_item()
+    store.start(item)
+    store.complete(item, "https://i.imgur.com/a.jpg")
+    now[0] += 9.9
+    assert store.get(job.id) is job
+    now[0] += 0.1
+    assert store.get(job.id) is None  # no sweep ran: the job is still held, yet not shown
+
+
+# --- through the running service
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_refused_upload(
+        start_service, origin, imgur):
+    imgur.budget(user_credits=500, window=2.0)  # 50 uploads, then a reset in seconds (an hour at Imgur)
+    api = start_service(max_concurrency=16, max_per_host=16)
+    urls = [origin.add("/b%d.jpg" % i, jpeg_of_size(300, i)) for i in range(200)]
+    job_id = await api.submit(urls)
+    seen_waiting = []
+    while True:
+        report = await api.job(job_id)
+        if report["waiting"] is not None:
+            seen_waiting.append(report)
+        if report["status"] == "complete":
+            break
+        await gen.sleep(0.05)
+    assert report["uploaded"]["failed"] == [] and len(report["uploaded"]["complete"]) == 200
+    assert imgur.spent_uploads == 0 and imgur.requests == 200  # no upload went into a spent budget
+    assert seen_waiting, "the job never showed that it waited for Imgur's budget"
+    held = seen_waiting[0]
+    assert held["waiting"]["reason"].startswith("Imgur's hourly upload budget for this address is spent")
+    assert held["waiting"]["until"].endswith("Z")
+    # waiting URLs are pending, not failed and not shown as being transferred
+    assert {image["status"] for image in held["images"]} <= {"pending", "complete"}
+    assert report["waiting"] is None
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_documented_answers_are_paced_too(io_loop, origin):
+    imgur = FakeImgur(documented=True).start()  # Unix-time resets, 429s in the documented envelope
+    try:
+        imgur.budget(user_credits=100, window=1.0)
+        from imgurd.service import Service
+        from imgurd.settings import defaults
+        from tests.conftest import Api
+
+        service = Service(defaults(client_id=imgur.client_id, api_url=imgur.url, allow_private_networks=True,
+                                   max_per_host=16))
+        server, port = start_server(service.application())
+        service.start()
+        api = Api(service, port)
+        report = await api.wait(await api.submit([origin.add("/d%d.jpg" % i, jpeg_of_size(300, i))
+                                                  for i in range(25)]), timeout=40)
+        assert len(report["uploaded"]["complete"]) == 25 and imgur.spent_uploads == 0
+        server.stop()
+        service.close()
+    finally:
+        imgur.stop()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_429_in_words_pauses_every_upload_for_that_long(start_service, origin, imgur):
+    api = start_service(max_concurrency=4, reuse_identical_uploads=False)
+    imgur.fail_next(429, {"code": 429, "message": "You are uploading too fast. Please wait 2 more seconds.",
+                          "type": "ImgurException", "exception": []})
+    started = time.monotonic()
+    # the first upload is refused at once; the other two are ready to upload 0.3 and 0.4 s later
+    job_id = await api.submit([origin.add("/w.jpg", JPEG), origin.url("/hang/0.3"), origin.url("/hang/0.4")])
+    await gen.sleep(0.6)
+    report = await api.job(job_id)
+    assert report["waiting"]["reason"] == "Imgur answered 429 (too many requests) and asked to wait 2 s"
+    report = await api.wait(job_id)
+    assert len(report["uploaded"]["complete"]) == 3
+    assert all(t - started >= 1.9 for t in imgur.request_times[1:]), [t - started for t in imgur.request_times]
+
+
+@pytest.mark.gen_test
+async def test_429_asking_beyond_max_rate_limit_wait_fails_with_imgurs_words(start_service, origin, imgur):
+    api = start_service(max_rate_limit_wait=60)
+    imgur.fail_next(429, {"code": 429, "message": "You are uploading too fast. Please wait 37 more minutes.",
+                          "type": "ImgurException", "exception": []})
+    image = await run_one(api, origin.add("/a.jpg", JPEG))
+    assert image["error"] == ("Imgur answered 429: You are uploading too fast. Please wait 37 more minutes.; "
+                              "Imgur asked to retry after 2220 s, beyond max_rate_limit_wait (60 s)")
+    assert imgur.requests == 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_quiet_429_pauses_all_uploads(start_service, origin, imgur, monkeypatch):
+    monkeypatch.setattr(ratelimit, "FIRST_PAUSE", 1.0)
+    api = start_service(max_concurrency=3, reuse_identical_uploads=False)
+    imgur.fail_next(429, "Too Many Requests", shape="errors")  # no Retry-After, no words, budgets not spent
+    started = time.monotonic()
+    report = await api.wait(await api.submit([origin.add("/q.jpg", JPEG), origin.url("/hang/0.3")]))
+    assert report["uploaded"]["failed"] == [], report
+    assert all(t - started >= 0.95 for t in imgur.request_times[1:]), [t - started for t in imgur.request_times]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("status, error, shape, headers, expected", [
+    (413, "file is over the size limit", "detail", {}, "Imgur answered 413: file is over the size limit"),
+    (400, "File is over the size limit", "errors", {}, "Imgur answered 400: File is over the size limit"),
+    (415, {"code": 1003, "message": "File type invalid (1)", "type": "ImgurException", "exception": []},
+     "envelope", {}, "Imgur answered 415: File type invalid (1)"),
+    (417, "Internal expectation failed", "envelope", {}, "Imgur answered 417: Internal expectation failed"),
+    (400, "These actions are forbidden.", "envelope", {"CDN-Error": "yes", "Retry-After": "0"},
+     "Imgur answered 400: These actions are forbidden. (refused by Imgur's CDN for this address or region)"),
+])
+async def test_error_shapes_through_the_service_are_not_retried(start_service, origin, imgur, status, error,
+                                                                shape, headers, expected):
+    api = start_service()
+    imgur.fail_next(status, error, headers=headers, shape=shape)
+    image = await run_one(api, origin.add("/e.jpg", JPEG))
+    assert image["error"] == expected
+    assert imgur.requests == 1
+
+
+@pytest.mark.gen_test
+async def test_html_from_the_cache_layer_is_retried_and_named(start_service, origin, imgur):
+    api = start_service(max_attempts=2)
+    imgur.fail_next(503, html=True, times=2)
+    image = await run_one(api, origin.add("/h.jpg", JPEG))
+    assert image["error"] == ("Imgur answered 503: Service Unavailable (an HTML page from Imgur's edge) "
+                              "(after 2 attempts)")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_budgets_are_known_before_the_first_upload_and_the_wait_is_in_metrics(start_service, origin, imgur):
+    imgur.budget(user_credits=30, window=3.0)  # 3 uploads, then a wait
+    api = start_service()
+    for _ in range(50):
+        if imgur.credits_requests:
+            break
+        await gen.sleep(0.02)
+    await gen.sleep(0.1)
+    code, text, _ = await api.call("GET", "/metrics")
+    assert metric(text.decode(), "imgurd_imgur_rate_limit_remaining", 'budget="user"') == 30
+    job_id = await api.submit([origin.add("/m%d.jpg" % i, jpeg_of_size(300, i)) for i in range(5)])
+    for _ in range(100):
+        code, text, _ = await api.call("GET", "/metrics")
+        if metric(text.decode(), "imgurd_imgur_wait_seconds") > 0:
+            break
+        await gen.sleep(0.05)
+    text = text.decode()
+    assert 0 < metric(text, "imgurd_imgur_wait_seconds") <= 3 + 2  # resets are rounded up, plus a margin
+    assert metric(text, "imgurd_urls_waiting") == 2
+    report = await api.wait(job_id)
+    assert len(report["uploaded"]["complete"]) == 5 and imgur.spent_uploads == 0
+
+
+@pytest.mark.gen_test
+async def test_refused_client_id_is_one_error_line_at_start(start_service, imgur, caplog):
+    caplog.set_level(logging.INFO)
+    start_service(client_id="not-the-right-one")
+    for _ in range(100):
+        if imgur.credits_requests:
+            break
+        await gen.sleep(0.02)
+    await gen.sleep(0.1)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    assert errors[0].getMessage() == (
+        "Imgur refused the configured client_id: Imgur answered 403: Invalid client_id; uploads will fail until "
+        "it is fixed (check client_id, client_secret and refresh_token)")
+
+
+@pytest.mark.gen_test
+async def test_unreachable_imgur_at_start_is_a_warning_and_uploads_go_on(start_service, origin, imgur, caplog):
+    imgur.stop()
+    caplog.set_level(logging.INFO)
+    api = start_service(max_attempts=1, connect_timeout=1.0)
+    image = await run_one(api, origin.add("/u.jpg", JPEG))
+    assert image["status"] == "failed" and image["error"].startswith("could not connect")  # but not stuck
+    assert any(r.levelno == logging.WARNING and r.getMessage().startswith("Imgur is not reachable at ")
+               for r in caplog.records), caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.gen_test
+async def test_job_report_shows_waiting_null_when_nothing_holds_it(start_service, origin):
+    api = start_service()
+    report = await api.wait(await api.submit([origin.add("/n.jpg", JPEG)]))
+    assert report["waiting"] is None
+    code, body, _ = await api.call("GET", "/v1/openapi.json")
+    job_schema = json.dumps(body)
+    assert '"waiting"' in job_schema
