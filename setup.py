@@ -18,6 +18,7 @@ setup(
         "pycurl>=7.45",
         "click>=8.0",
         "prometheus_client>=0.16",
+        "idna>=3.4",  # IDNA 2008 / UTS 46 host names, as browsers and curl use (the stdlib codec is IDNA 2003)
     ],
     extras_require={
         "test": [

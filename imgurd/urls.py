@@ -4,6 +4,8 @@ import re
 import urllib.parse
 from typing import List, Optional, Tuple
 
+import idna
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_LENGTH = 8192
 # controls (C0, DEL, C1), white space of any kind and lone surrogates never belong inside a URL
@@ -51,11 +53,8 @@ def _parse(value: str) -> Optional[str]:
         return None
     if scheme not in DEFAULT_PORTS or not host:
         return None
-    if not host.isascii():
-        try:
-            host.encode("idna")  # an internationalised host must be a valid IDN
-        except UnicodeError:
-            return None
+    if not host.isascii() and ascii_host(host) is None:  # an internationalised host must be a valid IDN
+        return None
     if ":" in host:
         host = "[%s]" % host
     userinfo = parts.netloc.rpartition("@")[0]
@@ -63,6 +62,16 @@ def _parse(value: str) -> Optional[str]:
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc += ":%d" % port
     return urllib.parse.urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+
+
+def ascii_host(host: str) -> Optional[str]:
+    """An internationalised host name in the ASCII form browsers and curl use (IDNA 2008 with UTS 46
+    mapping: ``faß.de`` is ``xn--fa-hia.de``, where Python's own IDNA 2003 codec says ``fass.de``, another
+    host), or None when it is not a valid one."""
+    try:
+        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
 
 
 def fetch_form(url: str) -> str:
@@ -74,7 +83,7 @@ def fetch_form(url: str) -> str:
     parts = urllib.parse.urlsplit(value)
     host = parts.hostname or ""
     if not host.isascii():
-        host = host.encode("idna").decode("ascii")
+        host = ascii_host(host) or host
     if ":" in host:
         host = "[%s]" % host
     userinfo = parts.netloc.rpartition("@")[0]

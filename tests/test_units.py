@@ -57,6 +57,8 @@ def test_check_urls_names_first_offender(value, message):
 @pytest.mark.parametrize("given, ascii_form", [
     ("http://127.0.0.1:8/caf\u00e9.jpg", "http://127.0.0.1:8/caf%C3%A9.jpg"),
     ("https://ex\u00e4mple.com/\u00e4.png?q=\u00fc", "https://xn--exmple-cua.com/%C3%A4.png?q=%C3%BC"),
+    ("https://fa\u00df.de/a.png", "https://xn--fa-hia.de/a.png"),  # IDNA 2008: not fass.de, another host
+    ("https://B\u00dcCHER.example/x.jpg", "https://xn--bcher-kva.example/x.jpg"),  # UTS 46 maps case
     ("HTTPS://Example.com:443/a%20b.jpg?x=1#f", "https://example.com/a%20b.jpg?x=1"),
     ("http://[::1]:8080/\u00e9", "http://[::1]:8080/%C3%A9"),
 ])
