@@ -58,12 +58,9 @@ class Downloader:
         self.http = http
         self.new_guard = netguard.prepare(config.allow_private_networks)
 
-    async def fetch(self, url: str) -> bytearray:
-        """The body of ``url``, or TransferError with the reason. Retries what is worth retrying."""
-        return (await self.fetch_hashed(url, hashing=False))[0]
-
     async def fetch_hashed(self, url: str, hashing: bool = True) -> Tuple[bytearray, Optional[bytes]]:
-        """``fetch``, and the SHA-256 digest of the body (None unless ``hashing``)."""
+        """The body of ``url`` and its SHA-256 digest (None unless ``hashing``), or TransferError with
+        the reason. Retries what is worth retrying."""
         target = fetch_form(url)
         attempt = 0
         while True:

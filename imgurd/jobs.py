@@ -62,10 +62,6 @@ class Item:
     def url(self) -> str:
         return self.job.urls[self.index]
 
-    @property
-    def status(self) -> str:
-        return STATE_NAMES[self.job.states[self.index]]
-
 
 class Job:
     __slots__ = ("id", "created", "finished", "urls", "states", "links", "errors", "next_index", "started",

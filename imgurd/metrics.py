@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 disable_created_metrics()  # the *_created series only double the scrape for a single long-lived process
 
-SIZE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
@@ -30,10 +30,10 @@ class Metrics:
                               "URLs whose bytes were already uploaded: the link was reused.", registry=r)
         self.download_seconds = Histogram("imgurd_download_duration_seconds",
                                           "Time to download one image, retries included.",
-                                          buckets=SIZE_BUCKETS, registry=r)
+                                          buckets=DURATION_BUCKETS, registry=r)
         self.upload_seconds = Histogram("imgurd_upload_duration_seconds",
                                         "Time to upload one image to Imgur, retries and rate-limit waits included.",
-                                        buckets=SIZE_BUCKETS, registry=r)
+                                        buckets=DURATION_BUCKETS, registry=r)
         self.in_flight = Gauge("imgurd_transfers_in_flight", "Transfers (download + upload) in flight.", registry=r)
         self.backlog = Gauge("imgurd_backlog_urls", "URLs accepted and not finished, all jobs.", registry=r)
         self.jobs_retained = Gauge("imgurd_jobs_retained", "Jobs held in memory (running and finished).",

@@ -212,15 +212,6 @@ class Config:
         except KeyError:
             raise AttributeError(name) from None
 
-    def replace(self, **changes: Any) -> "Config":
-        merged = dict(self.values)
-        merged.update(changes)
-        return Config(merged)
-
-    @property
-    def uses_oauth(self) -> bool:
-        return bool(self.client_secret and self.refresh_token)
-
     def __repr__(self) -> str:  # never let a secret reach a log through repr()
         shown = {k: ("***" if BY_NAME[k].secret and v else v) for k, v in self.values.items()}
         return "Config(%r)" % shown
