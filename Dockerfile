@@ -1,11 +1,13 @@
 # imgurd container image.
 #
 #   docker build -t imgurd .
-#   docker run -d --name imgurd -p 8080:8080 --stop-timeout 40 \
+#   docker run -d --name imgurd -p 127.0.0.1:8080:8080 --stop-timeout 40 \
 #       -e IMGURD_CLIENT_ID=YOUR_IMGUR_CLIENT_ID imgurd
+#   docker run --rm -p 127.0.0.1:8080:8080 imgurd --dry-run     # no Imgur account needed
 #
 # Configuration comes from IMGURD_<KEY> environment variables (IMGURD_CLIENT_ID is
-# required); pass secrets at run time (`--env-file`), never at build time.
+# required unless --dry-run); pass secrets at run time (`--env-file`, or secrets
+# mounted as files with CREDENTIALS_DIRECTORY=/run/secrets), never at build time.
 # Extra arguments are appended to the command line: `docker run imgurd --version`.
 FROM python:3.11-slim
 

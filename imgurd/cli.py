@@ -1,5 +1,6 @@
 """The ``imgurd`` command: options generated from the settings table (SPEC 4)."""
 
+import logging
 import os
 import socket
 import sys
@@ -8,17 +9,20 @@ from typing import Any, Callable
 import click
 
 from . import __version__, logs
-from .settings import SETTINGS, ConfigError, resolve
+from .settings import SETTINGS, ConfigError, resolve, unknown_env
 
 
 def _add_setting_options(command: Callable) -> Callable:
     """One click option per setting, all defaulting to None ("not given"), so precedence is ours."""
     for setting in reversed(SETTINGS):
+        # the default is written into the help by hand: click would show None, our "not given"
+        shown = "  [default: %s]" % setting.default_text if setting.default is not None else ""
         if setting.kind == "bool":
-            option = click.option(setting.flag_spelling, setting.name, default=None, help=setting.help)
+            option = click.option(setting.flag_spelling, setting.name, default=None, help=setting.help + shown)
         else:
             metavar = {"int": "N", "float": "SECONDS"}.get(setting.kind, "TEXT")
-            option = click.option(setting.flag, setting.name, default=None, metavar=metavar, help=setting.help)
+            option = click.option(setting.flag, setting.name, default=None, metavar=metavar,
+                                  help=setting.help + shown)
         command = option(command)
     return command
 
@@ -33,6 +37,9 @@ def main(config_path: Any, **flags: Any) -> None:
 
     Every option can also be set as IMGURD_<KEY> in the environment or as <key> in the
     [imgurd] section of --config FILE; a flag wins over the environment, which wins over the file.
+    client_id, client_secret, refresh_token and api_token are also read from files of those
+    names in $CREDENTIALS_DIRECTORY (systemd LoadCredential=), after the environment and before
+    the file.
     """
     config_path = config_path or os.environ.get("IMGURD_CONFIG") or None
     try:
@@ -41,7 +48,9 @@ def main(config_path: Any, **flags: Any) -> None:
         click.echo("imgurd: error: %s" % error, err=True)
         sys.exit(2)
     logs.setup(config.log_level, config.log_format)
-    from .server import run  # tornado and pycurl load only once the configuration is good
+    for warning in unknown_env(os.environ):
+        logging.getLogger("imgurd").warning("%s", warning)
+    from .server import host_port, run  # tornado and pycurl load only once the configuration is good
 
     try:
         run(config)
@@ -50,8 +59,8 @@ def main(config_path: Any, **flags: Any) -> None:
                    err=True)
         sys.exit(2)
     except OSError as error:  # e.g. the port is taken
-        click.echo("imgurd: error: cannot listen on %s:%s: %s" % (config.host, config.port,
-                                                                  error.strerror or error), err=True)
+        click.echo("imgurd: error: cannot listen on %s: %s" % (host_port(config.host, config.port),
+                                                               error.strerror or error), err=True)
         sys.exit(1)
 
 

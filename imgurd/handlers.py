@@ -17,6 +17,7 @@ log = logging.getLogger("imgurd.api")
 
 BACKLOG_RETRY_AFTER = 5  # seconds suggested to a client refused for a full backlog
 MAX_IDEMPOTENCY_KEY = 200
+MAX_INDEX = 10 ** 18  # ?offset= and ?limit= above this are taken as this: no list is that long
 
 
 dumps = encode
@@ -55,6 +56,7 @@ class JsonHandler(web.RequestHandler):
                 self.set_header(name, value)
         elif status_code == 405:
             message = "method %s is not allowed on %s" % (self.request.method, self.request.path)
+            self.set_header("Allow", ", ".join(self.allowed_methods()))  # RFC 9110: a 405 names what is allowed
         elif status_code == 404:
             message = "no such resource: %s" % self.request.path
         elif status_code >= 500:
@@ -63,6 +65,12 @@ class JsonHandler(web.RequestHandler):
             message = httputil.responses.get(status_code, "error").lower()
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(dumps({"error": message}))
+
+    @classmethod
+    def allowed_methods(cls) -> list:
+        """The methods this resource answers: those its class implements."""
+        return [method for method in cls.SUPPORTED_METHODS
+                if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower())]
 
 
 class ApiHandler(JsonHandler):
@@ -119,10 +127,14 @@ class UploadHandler(ApiHandler):
             key = key.strip()
             if not key or len(key) > MAX_IDEMPOTENCY_KEY:
                 raise ApiError(400, "Idempotency-Key must be 1 to %d characters" % MAX_IDEMPOTENCY_KEY)
+        urls = self._parse_urls(b"".join(self._chunks))  # a repeated key answers only a valid request
+        if key is not None:
             earlier = self.store.by_idempotency_key(key)
             if earlier is not None:
+                if earlier.urls != urls:
+                    raise ApiError(422, "this Idempotency-Key was used for job %s with other URLs; "
+                                        "use a new key for a new job" % earlier.id)
                 return self._accepted(earlier.id)
-        urls = self._parse_urls(b"".join(self._chunks))
         store = self.store
         if store.backlog + len(urls) > self.config.max_queued_urls:
             raise ApiError(
@@ -180,9 +192,11 @@ class ImagesHandler(ApiHandler):
         offset = self._index("offset", 0)
         limit = self._index("limit", None)
         links = self.store.links
-        end = len(links) if limit is None else min(len(links), offset + limit)
+        total = len(links)
+        offset = min(offset, total)
+        end = total if limit is None else min(total, offset + limit)
         if end - offset <= LINK_BLOCK:
-            self.send_json({"uploaded": links[offset:end]})
+            self.send_json({"uploaded": links[offset:end], "total": total})
             return
         # A long list: JSON pieces mostly encoded in advance, written without being joined into one
         # body (no copy of megabytes, no ETag hashed over them), with a Content-Length.
@@ -191,7 +205,7 @@ class ImagesHandler(ApiHandler):
             if len(pieces) > 1:
                 pieces.append(b",")
             pieces.append(piece)
-        pieces.append(b"]}")
+        pieces.append(b'],"total":%d}' % total)
         self.set_header("Content-Length", str(sum(len(piece) for piece in pieces)))
         for piece in pieces:
             self.write(piece)
@@ -205,9 +219,12 @@ class ImagesHandler(ApiHandler):
         if len(values) > 1:
             raise ApiError(400, "%s is given %d times; give it once" % (name, len(values)))
         text = values[0].decode("utf-8", "replace")
-        if not text.isascii() or not text.isdigit() or len(text) > 18:
-            raise ApiError(400, "%s must be a non-negative integer (at most 18 digits), not %r" % (name, text[:40]))
-        return int(text)
+        if not text.isascii() or not text.isdigit():
+            raise ApiError(400, "%s must be a non-negative integer, not %r" % (name, text[:40]))
+        digits = text.lstrip("0") or "0"
+        # any larger number means "past the end" / "all": clamped, never parsed whole (int() of a huge
+        # string costs time, and Python refuses those over 4300 digits)
+        return int(digits) if len(digits) <= 18 else MAX_INDEX
 
 
 class HealthHandler(JsonHandler):

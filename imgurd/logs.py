@@ -48,12 +48,30 @@ def setup(level: str, fmt: str, stream: Any = None) -> None:
     logging.getLogger("tornado.curl_httpclient").setLevel(max(logging.INFO, root.level))
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 URL``, ``2 URLs``: log lines read as sentences."""
+    return "%d %s%s" % (count, noun, "" if count == 1 else "s")
+
+
+QUIET_PATHS = ("/healthz", "/metrics")  # polled every few seconds by health checks and scrapers
+
+
+def access_level(status: int, path: str) -> int:
+    """Refusals (4xx, and 503 for a full backlog or a shutdown) are normal answers to clients, not
+    failures of imgurd: INFO. Only other 5xx are errors. Health checks and scrapes are DEBUG."""
+    if status >= 500 and status != 503:
+        return logging.ERROR
+    if path in QUIET_PATHS and status < 400:
+        return logging.DEBUG
+    return logging.INFO
+
+
 def access_log(handler: Any) -> None:
     """tornado's ``log_function``: one line a request, with fields for the JSON format."""
     status = handler.get_status()
     request = handler.request
     duration = 1000.0 * request.request_time()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    level = access_level(status, request.path)
     logging.getLogger("tornado.access").log(
         level, "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, duration,
         extra={"status": status, "method": request.method, "path": request.path,

@@ -69,7 +69,7 @@ class SocketGuard:
         host = sockaddr[0] if isinstance(sockaddr, tuple) else str(sockaddr)
         verdict = classify(host) if family in (socket.AF_INET, socket.AF_INET6) else "not an IP socket"
         if verdict is not None:
-            self.refused.append("%s (%s)" % (host, verdict))
+            self.refused.append("%s (%s; allow_private_networks is off)" % (host, verdict))
             return pycurl.SOCKET_BAD
         return socket.socket(family, socktype, protocol)
 

@@ -39,7 +39,7 @@ class TokenSource:
 
     @property
     def uses_oauth(self) -> bool:
-        return bool(self.config.client_secret and self.config.refresh_token)
+        return self.config.uses_oauth
 
     async def header(self) -> str:
         if not self.uses_oauth:

@@ -78,7 +78,9 @@ def document(config) -> Dict[str, Any]:
                     "operationId": "submitJob",
                     "parameters": [{
                         "name": "Idempotency-Key", "in": "header", "required": False,
-                        "description": "A repeated POST with the same key answers the first job's id.",
+                        "description": "A repeated POST with the same key and the same URLs answers the first "
+                                       "job's id (while that job is retained); the same key with other URLs "
+                                       "answers 422.",
                         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                     }],
                     "requestBody": {
@@ -102,12 +104,17 @@ def document(config) -> Dict[str, Any]:
                                 "type": "object", "required": ["jobId"],
                                 "properties": {"jobId": {"type": "string", "format": "uuid"}},
                             }}},
+                            "links": {
+                                "getJob": {"operationId": "getJob", "parameters": {"jobId": "$response.body#/jobId"},
+                                           "description": "The job's report."},
+                            },
                         },
                         "400": _error("Not JSON, not an object, or urls missing, empty, or holding an invalid entry "
                                       "(the message names the first offending entry and its index)."),
                         **unauthorized,
                         "413": _error("Body over max_body_bytes (%d) or more than max_urls_per_job (%d) URLs."
                                       % (config.max_body_bytes, config.max_urls_per_job)),
+                        "422": _error("The Idempotency-Key was already used for a job with other URLs."),
                         "503": _error("Accepting the job would exceed max_queued_urls (%d) unfinished URLs."
                                       % config.max_queued_urls, retry_after),
                     },
@@ -132,14 +139,20 @@ def document(config) -> Dict[str, Any]:
                     "operationId": "listImages",
                     "parameters": [
                         {"name": "offset", "in": "query", "required": False,
+                         "description": "Links to skip (default 0); past the end gives an empty page.",
                          "schema": {"type": "integer", "minimum": 0}},
                         {"name": "limit", "in": "query", "required": False,
+                         "description": "Most links to return (default: all).",
                          "schema": {"type": "integer", "minimum": 0}},
                     ],
                     "responses": {
                         "200": {"description": "The links.", "content": {"application/json": {"schema": {
-                            "type": "object", "required": ["uploaded"],
-                            "properties": {"uploaded": {"type": "array", "items": {"type": "string"}}},
+                            "type": "object", "required": ["uploaded", "total"],
+                            "properties": {
+                                "uploaded": {"type": "array", "items": {"type": "string"}},
+                                "total": {"type": "integer", "minimum": 0,
+                                          "description": "How many links there are in all, whatever the page."},
+                            },
                         }}}},
                         "400": _error("offset or limit is not a non-negative integer."),
                         **unauthorized,

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 from tornado import concurrent, locks
 from tornado.ioloop import IOLoop
 
-from . import sniff
+from . import dryrun, sniff
 from .download import Downloader
 from .errors import TransferError
 from .imgur import ImgurClient
@@ -137,6 +137,8 @@ class Pipeline:
         return link
 
     async def _upload(self, data: bytes, url: str, mime: str) -> str:
+        if self.config.dry_run:  # the one step a dry run leaves out: these bytes would have been uploaded
+            return dryrun.link(data, mime)
         started = time.monotonic()
         link, deletehash = await self.imgur.upload(data, file_name(url), mime)
         self.metrics.upload_seconds.observe(time.monotonic() - started)

@@ -5,11 +5,13 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from . import __version__
+from .logs import plural
 from .service import Service
 
 log = logging.getLogger("imgurd")
@@ -42,10 +44,11 @@ async def serve(config) -> None:
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]  # the real one, when port 0 asked for any
     service.start()
-    log.info("imgurd %s listening on http://%s:%d (max_concurrency=%d, upload auth: %s)",
-             __version__, config.host, port, config.max_concurrency,
-             "OAuth bearer" if service.tokens.uses_oauth else "Client-ID")
-    sd_notify("READY=1\nSTATUS=listening on %s:%d" % (config.host, port))
+    log.info("imgurd %s listening on http://%s; %s", __version__, host_port(config.host, port), summary(config))
+    if config.dry_run:
+        log.warning("dry run: nothing is uploaded to Imgur; each image that would be uploaded completes with "
+                    "a dry-run:<sha256 prefix>.<ext> link")
+    sd_notify("READY=1\nSTATUS=listening on %s" % host_port(config.host, port))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -58,13 +61,34 @@ async def serve(config) -> None:
 
     sd_notify("STOPPING=1")
     service.stopping = True  # connections kept alive may still send a POST: it is refused with 503
-    log.info("shutting down: no new connections; waiting up to %g s for %d transfers in flight",
-             config.shutdown_timeout, service.store.in_flight)
+    in_flight = service.store.in_flight
+    log.info("shutting down: no new connections; waiting up to %g s for %s in flight",
+             config.shutdown_timeout, plural(in_flight, "transfer"))
     server.stop()
+    started = time.monotonic()
     await service.stop(config.shutdown_timeout)
+    log.info("drain over after %.1f s: %d of %s in flight finished, %s left unfinished",
+             time.monotonic() - started, in_flight - service.store.in_flight, plural(in_flight, "transfer"),
+             plural(service.store.backlog, "URL"))
     # The curl client is not closed: transfers abandoned above still have curl timers scheduled, and
     # closing under them makes tornado log tracebacks. The process is about to exit and frees it all.
     log.info("stopped")
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as in a URL: an IPv6 address goes in brackets."""
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def summary(config) -> str:
+    """What the start-up line says beyond the address: which Imgur, as whom, and the unsafe switches."""
+    if config.dry_run:
+        target = "DRY RUN: nothing is uploaded to Imgur"
+    else:
+        who = "into your account (OAuth refresh token)" if config.uses_oauth else "anonymously (Client-ID)"
+        target = "uploads to %s %s" % (config.api_url, who)
+    private = "allowed" if config.allow_private_networks else "refused"
+    return "%s; max_concurrency=%d; private networks %s" % (target, config.max_concurrency, private)
 
 
 def _hurry(service: Service) -> None:

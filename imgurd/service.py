@@ -60,7 +60,7 @@ class Service:
         return {"reason": held.reason, "until": utc_stamp(held.until), "budget": held.budget}
 
     def job_accepted(self, job) -> None:
-        log.info("accepted job=%s with %d URLs", job.id, len(job), extra={"job": job.id})
+        log.info("accepted job=%s with %s", job.id, logs.plural(len(job), "URL"), extra={"job": job.id})
         self.metrics.jobs_accepted.inc()
         self.metrics.urls_accepted.inc(len(job))
         self.pipeline.wake()

@@ -7,13 +7,18 @@ exist in one place and be missing from another.
 """
 
 import configparser
+import difflib
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 SECTION = "imgurd"
 ENV_PREFIX = "IMGURD_"
+# IMGURD_* names that are not settings of the service: --config's variable, and imgurd-submit's own
+OTHER_ENV = ("IMGURD_CONFIG", "IMGURD_SERVER", "IMGURD_API_TOKEN")
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"  # systemd LoadCredential=; also where secrets are mounted as files
+MAX_CREDENTIAL_BYTES = 64 * 1024
 
 
 class ConfigError(Exception):
@@ -143,7 +148,7 @@ def _seconds(minimum: float = 0.0) -> Callable[[str], float]:
 SETTINGS: Tuple[Setting, ...] = (
     Setting("host", _parse_text, "127.0.0.1", "Address to listen on (0.0.0.0 for all IPv4 interfaces)."),
     Setting("port", _int(0, 65535), 8080, "TCP port to listen on.", kind="int"),
-    Setting("client_id", _parse_client_id, None, "Imgur application client ID (required).",
+    Setting("client_id", _parse_client_id, None, "Imgur application client ID (required unless dry_run).",
             example=PLACEHOLDER_CLIENT_ID),
     Setting("client_secret", _parse_text, None, "Imgur client secret; with refresh_token, uploads go to your account.",
             secret=True),
@@ -198,6 +203,8 @@ SETTINGS: Tuple[Setting, ...] = (
 )
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
+# keys also read from $CREDENTIALS_DIRECTORY/<key>: the secrets, and the client id that goes with them
+CREDENTIAL_KEYS: Tuple[str, ...] = ("client_id",) + tuple(s.name for s in SETTINGS if s.secret)
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,11 @@ class Config:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def uses_oauth(self) -> bool:
+        """Uploads go to an account (Bearer token from the refresh token), not anonymously."""
+        return bool(self.client_secret and self.refresh_token)
 
     def __repr__(self) -> str:  # never let a secret reach a log through repr()
         shown = {k: ("***" if BY_NAME[k].secret and v else v) for k, v in self.values.items()}
@@ -244,25 +256,75 @@ def read_env(environ: Mapping[str, str]) -> Dict[str, str]:
     return {s.name: environ[s.env] for s in SETTINGS if s.env in environ}
 
 
+def unknown_env(environ: Mapping[str, str]) -> List[str]:
+    """A warning for each ``IMGURD_*`` variable that names no setting: a typo the config file would refuse."""
+    known = sorted({s.env for s in SETTINGS} | set(OTHER_ENV))
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = "; did you mean %s?" % close[0] if close else ""
+            warnings.append("ignoring environment variable %s: no such setting%s" % (name, hint))
+    return warnings
+
+
+def read_credentials(environ: Mapping[str, str]) -> Dict[str, Tuple[str, str]]:
+    """(raw value, path) of each credential key found as a file in ``$CREDENTIALS_DIRECTORY``.
+
+    systemd's ``LoadCredential=`` puts credentials there, one file per name; Docker and Kubernetes
+    secrets mounted as files serve the same way. A key without a file is simply not set here.
+    """
+    directory = environ.get(CREDENTIALS_ENV)
+    if not directory:
+        return {}
+    if not os.path.isdir(directory):
+        raise ConfigError("%s=%s is not a directory" % (CREDENTIALS_ENV, directory))
+    found: Dict[str, Tuple[str, str]] = {}
+    for name in CREDENTIAL_KEYS:
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_CREDENTIAL_BYTES + 1)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError("cannot read credential %s from %s: %s" % (name, path, exc.strerror or exc)) from None
+        if len(data) > MAX_CREDENTIAL_BYTES:
+            raise ConfigError("invalid value for %s (from credential file %s): larger than %d bytes"
+                              % (name, path, MAX_CREDENTIAL_BYTES))
+        try:
+            found[name] = (data.decode("utf-8"), path)
+        except UnicodeDecodeError:
+            raise ConfigError("invalid value for %s (from credential file %s): not UTF-8 text" % (name, path)) from None
+    return found
+
+
 def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], config_path: Optional[str]) -> Config:
-    """Merge flag > environment > file > default, parse and check every key.
+    """Merge flag > environment > credential file > config file > default, parse and check every key.
 
     ``flags`` holds raw text (or booleans from --x/--no-x switches); ``None`` means "not given".
+    Credential files (``$CREDENTIALS_DIRECTORY/<key>``) exist for ``CREDENTIAL_KEYS`` only.
     """
     from_file = read_file(config_path) if config_path else {}
     from_env = read_env(environ)
+    from_credentials = read_credentials(environ)
     values: Dict[str, Any] = {}
+    origins: Dict[str, str] = {}
     for setting in SETTINGS:
         flag_value = flags.get(setting.name)
         if flag_value is not None:
             raw, origin = flag_value, "option %s" % setting.flag
         elif setting.name in from_env:
             raw, origin = from_env[setting.name], "environment variable %s" % setting.env
+        elif setting.name in from_credentials:
+            raw, path = from_credentials[setting.name]
+            origin = "credential file %s" % path
         elif setting.name in from_file:
             raw, origin = from_file[setting.name], "config file %s" % config_path
         else:
             values[setting.name] = setting.default
             continue
+        origins[setting.name] = origin
         if isinstance(raw, bool):
             values[setting.name] = raw
             continue
@@ -271,15 +333,17 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], config_path: O
         except ValueError as exc:
             shown = "(hidden)" if setting.secret else exc
             raise ConfigError("invalid value for %s (from %s): %s" % (setting.name, origin, shown)) from None
-    if not values["client_id"]:
+    if not values["client_id"] and not values["dry_run"]:
         where = " (config file %s)" % config_path if config_path else ""
         raise ConfigError(
-            "missing client_id: set --client-id, %s or client_id in the config file%s"
-            % (BY_NAME["client_id"].env, where)
+            "missing client_id: set --client-id, %s or client_id in the config file%s "
+            "(or try --dry-run, which needs none)" % (BY_NAME["client_id"].env, where)
         )
     if bool(values["client_secret"]) != bool(values["refresh_token"]):
-        missing = "refresh_token" if values["client_secret"] else "client_secret"
-        raise ConfigError("invalid value for %s: client_secret and refresh_token go together" % missing)
+        given, missing = ("client_secret", "refresh_token") if values["client_secret"] else \
+            ("refresh_token", "client_secret")
+        raise ConfigError("missing %s: %s (from %s) and %s go together; set both to upload into your Imgur "
+                          "account, or neither to upload anonymously" % (missing, given, origins[given], missing))
     return Config(values)
 
 
@@ -298,7 +362,8 @@ def example_file() -> str:
     lines = [
         "# imgurd configuration (INI). Generated from imgurd/settings.py:",
         "#   python -m imgurd.settings example > imgurd.conf.example",
-        "# Precedence: command-line flag > environment variable IMGURD_<KEY> > this file > default.",
+        "# Precedence: command-line flag > environment variable IMGURD_<KEY> > credential file",
+        "# $CREDENTIALS_DIRECTORY/<key> (client_id and the secrets) > this file > default.",
         "# Keep secrets (client_secret, refresh_token, api_token) out of world-readable files.",
         "",
         "[%s]" % SECTION,

@@ -181,10 +181,15 @@ async def test_unknown_jobs_routes_and_methods_are_json(start_service):
         code, body, headers = await api.call("GET", path)
         assert code == 404 and isinstance(body["error"], str), path
         assert headers["Content-Type"] == "application/json; charset=UTF-8"
-    code, body, _ = await api.call("DELETE", "/v1/images")
+    code, body, headers = await api.call("DELETE", "/v1/images")
     assert code == 405 and "DELETE" in body["error"]
-    code, body, _ = await api.call("GET", "/v1/images/upload")
-    assert code == 405 and isinstance(body["error"], str)
+    assert headers["Allow"] == "GET"  # RFC 9110: a 405 names the methods that are allowed
+    code, body, headers = await api.call("GET", "/v1/images/upload")
+    assert code == 405 and isinstance(body["error"], str) and headers["Allow"] == "POST"
+    for method, path, allowed in (("PATCH", "/healthz", "GET, HEAD"), ("OPTIONS", "/v1/images/upload/x", "GET"),
+                                  ("PUT", "/metrics", "GET"), ("HEAD", "/v1/openapi.json", "GET")):
+        code, body, headers = await api.call(method, path, raw=b"{}" if method in ("PUT", "PATCH") else None)
+        assert code == 405 and headers["Allow"] == allowed, (method, path)
 
 
 @pytest.mark.gen_test
@@ -192,14 +197,20 @@ async def test_images_paging(start_service):
     api = start_service()
     api.service.store.links.extend("https://i.imgur.com/%d.jpg" % i for i in range(10))
     code, body, _ = await api.call("GET", "/v1/images?offset=2&limit=3")
-    assert body["uploaded"] == ["https://i.imgur.com/%d.jpg" % i for i in (2, 3, 4)]
+    assert body == {"uploaded": ["https://i.imgur.com/%d.jpg" % i for i in (2, 3, 4)], "total": 10}
     code, body, _ = await api.call("GET", "/v1/images?offset=8")
-    assert body["uploaded"] == ["https://i.imgur.com/8.jpg", "https://i.imgur.com/9.jpg"]
+    assert body == {"uploaded": ["https://i.imgur.com/8.jpg", "https://i.imgur.com/9.jpg"], "total": 10}
     code, body, _ = await api.call("GET", "/v1/images?limit=0")
-    assert body["uploaded"] == []
+    assert body == {"uploaded": [], "total": 10}
     code, body, _ = await api.call("GET", "/v1/images?offset=50")
-    assert body["uploaded"] == []
-    for query in ("offset=-1", "limit=abc", "limit=1.5", "offset=", "limit=%D9%A3", "offset=" + "9" * 5000,
+    assert body == {"uploaded": [], "total": 10}
+    # any non-negative integer is accepted, however long (the OpenAPI document declares no maximum)
+    for query, expected in (("offset=" + "9" * 5000, []), ("limit=" + "9" * 19, list(range(10))),
+                            ("offset=0000000000000000000009&limit=99999999999999999999999999", [9])):
+        code, body, _ = await api.call("GET", "/v1/images?" + query)
+        assert code == 200 and body == {"uploaded": ["https://i.imgur.com/%d.jpg" % i for i in expected],
+                                        "total": 10}, query
+    for query in ("offset=-1", "limit=abc", "limit=1.5", "offset=", "limit=%D9%A3", "offset=+1",
                   "offset=1&offset=2"):
         code, body, _ = await api.call("GET", "/v1/images?" + query)
         assert code == 400 and ("offset" in body["error"] or "limit" in body["error"]), query
@@ -251,7 +262,7 @@ async def test_long_listing_matches_the_links_across_cached_blocks(start_service
         store.complete(store.next_item(), link)
     api.service.store.links.extend(links[4500:])  # and a tail not yet encoded
     code, body, headers = await api.call("GET", "/v1/images")
-    assert code == 200 and body["uploaded"] == links
+    assert code == 200 and body == {"uploaded": links, "total": 5000}
     for offset, limit in ((0, 2048), (1, 4096), (2047, 3), (2048, 2048), (4000, 2000), (100, 4800)):
         code, body, _ = await api.call("GET", "/v1/images?offset=%d&limit=%d" % (offset, limit))
-        assert body["uploaded"] == links[offset:offset + limit], (offset, limit)
+        assert body == {"uploaded": links[offset:offset + limit], "total": 5000}, (offset, limit)

@@ -58,6 +58,56 @@ def test_end_to_end_with_curl(servers):
     assert "Traceback" not in log
 
 
+def test_help_shows_the_defaults():
+    from click.testing import CliRunner
+
+    from imgurd.cli import main
+
+    result = CliRunner().invoke(main, ["--help"], terminal_width=200)
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.strip().startswith("--")}
+    assert lines["--port"].endswith("[default: 8080]")
+    assert lines["--max-concurrency"].endswith("[default: 16]")
+    assert lines["--api-url"].endswith("[default: https://api.imgur.com]")
+    assert lines["--dry-run"].endswith("[default: false]")
+    assert lines["--connect-timeout"].endswith("[default: 10]")
+    assert "[default" not in lines["--client-secret"]  # no default to show
+
+
+def test_drain_says_how_many_transfers_finished_during_it(servers):
+    origin = servers.origin
+    daemon = Daemon("--api-url", servers.imgur.url, "--allow-private-networks", "--shutdown-timeout", "3",
+                    env={"IMGURD_CLIENT_ID": servers.imgur.client_id})
+    try:
+        body = json.dumps({"urls": [origin.url("/hang/1.5"), origin.url("/hang/60")]})
+        curl("-X", "POST", "--data", body, daemon.base + "/v1/images/upload")
+        deadline = time.monotonic() + 10
+        while origin.in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        code, log = daemon.stop()  # /hang/1.5 finishes during the drain, /hang/60 is abandoned
+    assert code == 0
+    assert "waiting up to 3 s for 2 transfers in flight" in log
+    assert "1 of 2 transfers in flight finished, 1 URL left unfinished" in log
+    assert len(servers.imgur.uploads) == 1
+
+
+def test_secrets_from_the_credentials_directory(tmp_path):
+    """As systemd's LoadCredential= (or a mounted secret) passes them: one file per key."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "client_id").write_text("credential-client-id\n")
+    (credentials / "api_token").write_text("credential-token-123\n")
+    daemon = Daemon("--api-url", "http://127.0.0.1:9", env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    try:
+        assert json.loads(curl(daemon.base + "/v1/images"))["error"].startswith("missing or wrong bearer token")
+        listing = json.loads(curl("-H", "Authorization: Bearer credential-token-123", daemon.base + "/v1/images"))
+        assert listing == {"uploaded": [], "total": 0}
+    finally:
+        code, log = daemon.stop()
+    assert code == 0 and "credential-token-123" not in log
+
+
 def test_version():
     out = subprocess.run([imgurd_command(), "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "imgurd " + __version__

@@ -57,7 +57,7 @@ async def test_guard_rechecks_every_redirect_hop(start_service, origin, only_127
         assert (await run_one(api, origin.url("/direct.jpg")))["status"] == "complete"
         target = inner.url("/secret.jpg", host="127.0.0.2")
         image = await run_one(api, origin.url("/redirect-to?url=" + target))
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback)"
+        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
         assert inner.requests == 0 and origin.hits["/redirect-to"] == 1
     finally:
         server.stop()
@@ -263,7 +263,7 @@ async def test_environment_proxy_cannot_carry_downloads_past_the_guard(start_ser
             monkeypatch.setenv(name, proxy.url(""))
         api = start_service(allow_private_networks=False)
         image = await run_one(api, "http://127.0.0.2:%d/secret.jpg" % origin.port)
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback)"
+        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
         assert proxy.requests == 0
     finally:
         proxy.stop()
@@ -281,7 +281,7 @@ async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, 
                             api_url="http://127.0.0.2:%d" % internal.port)
         assert (await run_one(api, origin.add("/a.jpg", JPEG)))["status"] == "complete"
         image = await run_one(api, "http://127.0.0.2:%d/3/image" % internal.port)
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback)"
+        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
         assert internal.requests == 1
     finally:
         internal.stop()

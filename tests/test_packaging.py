@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from imgurd.settings import BY_NAME, SETTINGS
+from imgurd.settings import BY_NAME, CREDENTIAL_KEYS, SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -243,6 +243,26 @@ def test_dockerignore_excludes_repository_clutter_and_secrets():
         assert not dockerignored(path), "%s is left out of the build context" % path
 
 
+def test_dockerignore_names_only_what_exists_or_is_made_locally():
+    """A pattern for a file the repository no longer has is a stale reference that misleads."""
+    local = {".venv", "venv", "build", "dist", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".coverage",
+             "htmlcov", ".env", "imgurd.conf"}  # made by a developer or an operator, never committed
+    for pattern in dockerignore_patterns():
+        if any(c in pattern for c in "*?[") or pattern in local:
+            continue
+        assert (ROOT / pattern).exists(), ".dockerignore names %s, which does not exist" % pattern
+
+
+def test_docker_run_example_publishes_the_exposed_port_on_loopback():
+    """The comment's `docker run -p` publishes the port the image listens on, on loopback only (as the
+    documentation does): imgurd has no access control unless api_token is set."""
+    published = re.findall(r"^#.*docker run .*-p (\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert published
+    exposed = " ".join(dockerfile("EXPOSE")).split()[0].split("/")[0]
+    for mapping in published:
+        assert mapping == "127.0.0.1:%s:%s" % (exposed, exposed), mapping
+
+
 # --- systemd unit
 
 
@@ -309,10 +329,15 @@ def test_unit_runs_imgurd_with_the_config_file(unit):
     assert "--host" not in argv and "--client-id" not in argv  # settings live in the files
 
 
-def test_unit_takes_secrets_from_an_environment_file(unit):
+def test_unit_passes_secrets_as_credentials_and_an_optional_environment_file(unit):
     assert only(unit, "Service", "EnvironmentFile") == "-/etc/imgurd/imgurd.env"
-    # imgurd cannot read systemd credentials, so none may be configured
-    for key in ("LoadCredential", "LoadCredentialEncrypted", "SetCredential", "SetCredentialEncrypted"):
+    # each credential is named as the key imgurd reads from $CREDENTIALS_DIRECTORY, and is looked up by a
+    # credential name (not an absolute path), which systemd skips when missing: anonymous set-ups need none
+    loaded = dict(value.split(":", 1) for value in unit["Service"].get("LoadCredential", []))
+    assert set(loaded) == set(CREDENTIAL_KEYS)
+    for key, source in loaded.items():
+        assert source == "imgurd." + key, (key, source)
+    for key in ("SetCredential", "SetCredentialEncrypted"):  # never a secret in the unit itself
         assert key not in unit["Service"]
     for value in unit["Service"].get("Environment", []):
         for name in SECRET_ENVS:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from imgurd.settings import SETTINGS, ConfigError, example_file, markdown_table, resolve
+from imgurd.settings import SETTINGS, ConfigError, example_file, markdown_table, resolve, unknown_env
 
 
 def write(tmp_path, text, name="imgurd.conf"):
@@ -54,7 +54,10 @@ def test_boolean_spellings(tmp_path):
     ({"client_id": "x"}, {}, "[other]\nport = 1\n", "unknown section [other]"),
     ({"client_id": "x"}, {}, "port = 1\n", "is not valid INI"),
     ({"client_id": "x"}, {}, "[imgurd]\napi_url = ftp://imgur\n", "invalid value for api_url"),
-    ({"client_id": "x", "client_secret": "s"}, {}, None, "invalid value for refresh_token"),
+    ({"client_id": "x", "client_secret": "s"}, {}, None,
+     "missing refresh_token: client_secret (from option --client-secret) and refresh_token go together"),
+    ({"client_id": "x"}, {"IMGURD_REFRESH_TOKEN": "r"}, None,
+     "missing client_secret: refresh_token (from environment variable IMGURD_REFRESH_TOKEN) and client_secret"),
     ({"client_id": "x"}, {"IMGURD_ALLOW_PRIVATE_NETWORKS": "maybe"}, None, "invalid value for allow_private_networks"),
 ])
 def test_errors_name_the_key(tmp_path, flags, env, text, message):
@@ -121,3 +124,71 @@ def test_readme_table_is_generated_from_the_table():
     start = readme.index("-->", readme.index("<!-- settings-table")) + 4
     end = readme.index("<!-- /settings-table -->")
     assert readme[start:end].strip() == markdown_table(), "regenerate: python -m imgurd.settings table"
+
+
+def test_dry_run_needs_no_client_id():
+    config = resolve({"dry_run": True}, {}, None)
+    assert config.dry_run is True and config.client_id is None
+    assert resolve({}, {"IMGURD_DRY_RUN": "yes"}, None).dry_run is True
+    with pytest.raises(ConfigError, match="missing client_id.*--dry-run"):
+        resolve({}, {"IMGURD_DRY_RUN": "no"}, None)
+
+
+def test_unknown_environment_variables_are_named_with_the_closest_key():
+    environ = {"IMGURD_MAX_CONCURENCY": "4", "IMGURD_PORT": "1", "IMGURD_CONFIG": "/etc/imgurd.conf",
+               "IMGURD_SERVER": "http://127.0.0.1:8080", "IMGURD_API_TOKEN": "t", "IMGURD_ZZZZZZZZZZZZ": "1",
+               "HOME": "/root"}
+    assert unknown_env(environ) == [
+        "ignoring environment variable IMGURD_MAX_CONCURENCY: no such setting; did you mean IMGURD_MAX_CONCURRENCY?",
+        "ignoring environment variable IMGURD_ZZZZZZZZZZZZ: no such setting",
+    ]
+
+
+# --- $CREDENTIALS_DIRECTORY (systemd LoadCredential=, secrets mounted as files)
+
+
+def credentials(tmp_path, **files):
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return {"CREDENTIALS_DIRECTORY": str(directory)}
+
+
+def test_credentials_directory_supplies_the_secrets(tmp_path):
+    env = credentials(tmp_path, client_id="cid\n", client_secret="s3cr3t\n", refresh_token="r3fr3sh",
+                      api_token="tok\n", port="1234", unrelated="x")
+    config = resolve({}, env, None)
+    assert (config.client_id, config.client_secret, config.refresh_token, config.api_token) == \
+        ("cid", "s3cr3t", "r3fr3sh", "tok")
+    assert config.port == 8080  # only client_id and the secrets are read from there
+
+
+def test_credentials_precedence_flag_env_credential_file(tmp_path):
+    env = credentials(tmp_path, client_id="from-credential", api_token="cred-token", client_secret="cred-secret",
+                      refresh_token="cred-refresh")
+    path = write(tmp_path, "[imgurd]\nclient_id = from-file\napi_token = file-token\nrefresh_token = file-refresh\n")
+    env["IMGURD_API_TOKEN"] = "env-token"
+    config = resolve({"client_secret": "flag-secret"}, env, path)
+    assert config.client_secret == "flag-secret"  # flag beats the credential
+    assert config.api_token == "env-token"  # environment beats the credential
+    assert config.client_id == "from-credential" and config.refresh_token == "cred-refresh"  # beats the file
+    assert resolve({"client_secret": "s"}, {}, path).client_id == "from-file"
+
+
+def test_credentials_errors_name_the_file_never_the_value(tmp_path):
+    env = credentials(tmp_path, client_id="x", api_token="  \n")
+    with pytest.raises(ConfigError) as caught:
+        resolve({}, env, None)
+    message = str(caught.value)
+    assert message.startswith("invalid value for api_token (from credential file ")
+    assert env["CREDENTIALS_DIRECTORY"] + "/api_token" in message and "(hidden)" in message
+    with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY=.*nowhere is not a directory"):
+        resolve({"client_id": "x"}, {"CREDENTIALS_DIRECTORY": str(tmp_path / "nowhere")}, None)
+    (tmp_path / "credentials" / "api_token").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="invalid value for api_token .*not UTF-8"):
+        resolve({}, env, None)
+    (tmp_path / "credentials" / "api_token").unlink()
+    (tmp_path / "credentials" / "api_token").mkdir()
+    with pytest.raises(ConfigError, match="cannot read credential api_token from .*api_token"):
+        resolve({}, env, None)

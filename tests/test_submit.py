@@ -113,7 +113,7 @@ def test_2500_urls_split_on_413_wait_on_503_and_map_every_row_in_order(tmp_path)
         url_file = tmp_path / "urls.txt"
         url_file.write_text("# 2500 image URLs\n\n" + "\n".join(urls) + "\n", encoding="utf-8")
         daemon = start_daemon(servers, "--max-urls-per-job", "500", "--max-queued-urls", "1000",
-                              "--max-concurrency", "32")
+                              "--max-concurrency", "32", "--log-level", "info")  # refusals log at INFO
         try:
             started = time.monotonic()
             result = run_submit("--file", str(url_file), "--batch", "1000", server=daemon.base, token=None, timeout=120)
