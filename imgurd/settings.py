@@ -2,7 +2,7 @@
 
 Every key is declared once in ``SETTINGS``. The click options, the
 ``IMGURD_<KEY>`` environment variables, the INI parser, the example config
-file and the README table are all generated from that table, so a key cannot
+file and the docs/configuration.md table are all generated from it, so a key cannot
 exist in one place and be missing from another.
 """
 
@@ -381,7 +381,7 @@ def example_file() -> str:
 
 
 def markdown_table() -> str:
-    """The configuration table of README.md."""
+    """The settings table of docs/configuration.md."""
     rows = ["| key | flag | environment | default | meaning |", "| --- | --- | --- | --- | --- |"]
     for s in SETTINGS:
         rows.append(

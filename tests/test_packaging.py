@@ -399,3 +399,55 @@ def test_systemd_analyze_security_rates_the_unit_ok(runnable_unit):
     if level is None:
         pytest.skip("this systemd-analyze cannot rate unit files offline: %s" % result.stderr.strip()[:200])
     assert float(level.group(1)) <= 2.0, result.stdout
+
+
+# --- documentation: README.md is the front door, the reference is in docs/
+
+README = ROOT / "README.md"
+CI_RUN = ROOT / ".ci" / "run"
+
+
+def documentation() -> List[Path]:
+    return [README] + sorted((ROOT / "docs").glob("*.md"))
+
+
+def test_documentation_stands_alone():
+    """A clone holds only this repository: no page may send readers elsewhere or speak of papers they lack."""
+    for path in documentation():
+        text = path.read_text(encoding="utf-8").lower()
+        for phrase in ("../shared", "spec.md", "imgur-api.md", "the brief", "the spec"):
+            assert phrase not in text, "%s mentions %r" % (path.relative_to(ROOT), phrase)
+
+
+def _steps(command: str) -> List[List[str]]:
+    """A shell command's ``&&`` steps as words, without pip's output options (CI runs pip quietly)."""
+    import shlex
+
+    quiet = {"--quiet", "-q", "--disable-pip-version-check"}
+    return [[word for word in shlex.split(step) if word not in quiet] for step in command.split("&&")]
+
+
+def test_readme_test_command_is_what_ci_runs_and_is_given_once():
+    readme = README.read_text(encoding="utf-8")
+    commands = [line for line in readme.splitlines() if line.endswith("-m pytest")]
+    assert len(commands) == 1, "the README should give the test command once: %s" % commands
+    ci_steps = [step for line in CI_RUN.read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith(("#", "set ", "cd ")) for step in _steps(line)]
+    readme_steps = _steps(commands[0])
+    remaining = iter(ci_steps)  # the README's steps, in order, among what CI runs (CI may run more, e.g. a linter)
+    assert all(step in remaining for step in readme_steps), "README: %s; .ci/run: %s" % (readme_steps, ci_steps)
+
+
+def test_readme_quick_start_installs_and_starts_the_service():
+    readme = README.read_text(encoding="utf-8")
+    assert "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/imgurd --client-id " in readme
+    assert len(readme.splitlines()) <= 200, "README.md is the front door: reference material goes in docs/"
+
+
+def test_documentation_names_the_config_path_the_unit_uses(unit):
+    config = re.search(r"--config (\S+)", only(unit, "Service", "ExecStart")).group(1)
+    for path in (README, ROOT / "docs" / "configuration.md", ROOT / "docs" / "operations.md"):
+        text = path.read_text(encoding="utf-8")
+        assert config in text, "%s never names %s" % (path.relative_to(ROOT), config)
+    for path in documentation():
+        assert "/etc/imgurd.conf" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)

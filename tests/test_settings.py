@@ -117,13 +117,13 @@ def test_shipped_example_is_generated_from_the_table():
     assert shipped.read_text() == example_file() + "\n", "regenerate: python -m imgurd.settings example"
 
 
-def test_readme_table_is_generated_from_the_table():
+def test_configuration_reference_table_is_generated_from_the_table():
     import pathlib
 
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-    start = readme.index("-->", readme.index("<!-- settings-table")) + 4
-    end = readme.index("<!-- /settings-table -->")
-    assert readme[start:end].strip() == markdown_table(), "regenerate: python -m imgurd.settings table"
+    reference = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    start = reference.index("-->", reference.index("<!-- settings-table")) + 4
+    end = reference.index("<!-- /settings-table -->")
+    assert reference[start:end].strip() == markdown_table(), "regenerate: python -m imgurd.settings table"
 
 
 def test_dry_run_needs_no_client_id():
