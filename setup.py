@@ -18,6 +18,8 @@ setup(
         "pycurl>=7.45",
         "click>=8.0",
         "prometheus_client>=0.16",
+        "Pillow>=11.3",  # the first whose wheels read AVIF (they bundle libwebp, libavif, libjpeg, zlib)
+        "pillow-heif>=1.0",  # HEIC through libheif (wheels bundle it)
     ],
     extras_require={
         "test": [
