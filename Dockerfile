@@ -21,7 +21,8 @@ COPY setup.py README.md /tmp/imgurd-src/
 COPY imgurd /tmp/imgurd-src/imgurd
 
 # Wheels only, no compiler: tornado, click and prometheus_client are pure Python
-# or ship wheels, pycurl ships manylinux wheels with libcurl and OpenSSL bundled.
+# or ship wheels, pycurl ships manylinux wheels with libcurl and OpenSSL bundled,
+# Pillow and pillow-heif (image conversion) with libwebp, libavif, libjpeg and libheif.
 # imgurd itself is pure Python and is built with setuptools (also a wheel).
 RUN pip install --no-cache-dir --only-binary=:all: /tmp/imgurd-src \
  && rm -rf /tmp/imgurd-src \

@@ -26,6 +26,10 @@ MAX_REDIRECTS = 5
 LOW_SPEED_LIMIT = 1024  # bytes/s ...
 LOW_SPEED_TIME = 10  # ... for this many seconds, and the transfer is cut
 RECEIVE_BUFFER = 256 * 1024  # curl's receive buffer: fewer, larger WRITEFUNCTION calls (its default is 16 KiB)
+# The formats Imgur takes first, so an origin that negotiates (a CDN serving WebP or AVIF only to clients
+# that ask for them) sends one of those and nothing needs converting; anything else still comes, and is
+# converted or refused by type.
+ACCEPT = "image/jpeg,image/png,image/gif,image/apng,image/tiff;q=0.9,image/bmp;q=0.9,image/*;q=0.5,*/*;q=0.1"
 
 
 class _Body:
@@ -102,7 +106,7 @@ class Downloader:
         request = HTTPRequest(
             url, follow_redirects=True, max_redirects=MAX_REDIRECTS,
             connect_timeout=config.connect_timeout, request_timeout=config.request_timeout,
-            user_agent=USER_AGENT, headers={"Accept": "image/*,*/*;q=0.5"},
+            user_agent=USER_AGENT, headers={"Accept": ACCEPT},
             decompress_response=True, prepare_curl_callback=prepare,
         )
         response, error = await fetch(self.http, request)

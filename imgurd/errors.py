@@ -8,7 +8,7 @@ class TransferError(Exception):
 
     ``reason`` is the one-line text reported to the client and logged;
     ``kind`` is a short failure class for metrics (download, guard, too_large,
-    not_image, upload, rate_limit, auth, internal).
+    not_image, convert, upload, rate_limit, auth, internal).
     """
 
     def __init__(self, reason: str, kind: str, retryable: bool = False,

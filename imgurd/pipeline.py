@@ -14,6 +14,7 @@ from tornado import concurrent, locks
 from tornado.ioloop import IOLoop
 
 from . import dryrun, sniff
+from .convert import Converter
 from .download import Downloader
 from .errors import TransferError
 from .imgur import ImgurClient
@@ -32,6 +33,7 @@ class Pipeline:
         self.store = store
         self.downloader = downloader
         self.imgur = imgur
+        self.converter = Converter(config)  # WebP, AVIF, HEIC -> PNG, JPEG, GIF, off the loop
         self.slots = locks.Semaphore(config.max_concurrency)
         self._work = locks.Condition()
         self._stopping = False
@@ -137,10 +139,11 @@ class Pipeline:
         return link
 
     async def _upload(self, data: bytes, url: str, mime: str) -> str:
+        data, mime, name = await self.converter.prepare(data, mime, file_name(url))
         if self.config.dry_run:  # the one step a dry run leaves out: these bytes would have been uploaded
             return dryrun.link(data, mime)
         started = time.monotonic()
-        link, deletehash = await self.imgur.upload(data, file_name(url), mime)
+        link, deletehash = await self.imgur.upload(data, name, mime)
         self.metrics.upload_seconds.observe(time.monotonic() - started)
         self.metrics.uploaded_bytes.inc(len(data))
         if deletehash:

@@ -76,6 +76,7 @@ class Service:
             log.warning("abandoned job=%s url=%s", item.job.id, item.url, extra={"job": item.job.id, "url": item.url})
 
     def close(self) -> None:
+        self.pipeline.converter.close()
         for client in (self.http, self.download_http, self.token_http):
             client.close()
 

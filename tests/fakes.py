@@ -201,6 +201,13 @@ def envelope(data: Dict[str, Any], status: int) -> bytes:
     return json.dumps({"data": data, "success": status == 200, "status": status}).encode()
 
 
+def imgur_takes(data: bytes) -> bool:
+    """What Imgur's API takes, by magic number: JPEG, PNG, GIF, TIFF (BigTIFF too), BMP. WebP, AVIF
+    and HEIC (RIFF/WEBP, ISO-BMFF ftyp) are refused with "File type invalid (1)", as the real one does."""
+    return (data.startswith((b"\xff\xd8", b"\x89PNG", b"GIF8", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"))
+            or data[:2] == b"BM")
+
+
 class _ImgurHandler(web.RequestHandler):
     def initialize(self, fake: FakeImgur) -> None:
         self.fake = fake
@@ -316,8 +323,7 @@ class _ImgurUploadHandler(_ImgurHandler):
                                      "type": "ImgurException", "exception": []})
         part = files[0]
         data = part["body"]
-        if not (data.startswith(b"\xff\xd8") or data.startswith(b"\x89PNG") or data.startswith(b"GIF8")
-                or data[:4] in (b"RIFF", b"II*\x00", b"MM\x00*") or data[:2] == b"BM" or data[4:8] == b"ftyp"):
+        if not imgur_takes(data):
             return self._error(400, {"code": 1003, "message": "File type invalid (1)",
                                      "type": "ImgurException", "exception": []})
         image_id = "".join(random.choice(string.ascii_letters + string.digits) for _ in range(7))
@@ -375,6 +381,7 @@ class Origin:
         self.requests = 0
         self.fail_script: Dict[str, Deque[int]] = collections.defaultdict(collections.deque)
         self.user_agents: List[str] = []
+        self.accepts: List[str] = []  # the Accept header of every request
         self.in_flight = 0
         self.max_in_flight = 0
         self.port = 0
@@ -423,6 +430,7 @@ class _OriginHandler(web.RequestHandler):
         origin.requests += 1
         origin.hits[path] += 1
         origin.user_agents.append(self.request.headers.get("User-Agent", ""))
+        origin.accepts.append(self.request.headers.get("Accept", ""))
         if origin.latency:
             await gen.sleep(origin.latency)
         script = origin.fail_script.get(path)

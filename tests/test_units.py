@@ -75,10 +75,13 @@ def test_file_name_from_path():
 @pytest.mark.parametrize("data, mime", [
     (JPEG, "image/jpeg"), (PNG, "image/png"), (GIF, "image/gif"), (b"GIF87a" + b"\0" * 20, "image/gif"),
     (b"RIFF\x10\x00\x00\x00WEBPVP8 " + b"\0" * 20, "image/webp"),
-    (b"II*\x00" + b"\0" * 20, "image/tiff"), (b"MM\x00*" + b"\0" * 20, "image/tiff"),
-    (b"BM" + b"\0" * 60, "image/bmp"),
-    (b"\x00\x00\x00\x18ftypheic" + b"\0" * 20, "image/heic"),
-    (b"\x00\x00\x00\x1cftypavif" + b"\0" * 20, "image/avif"),
+    (b"II*\x00\x08\x00\x00\x00" + b"\0" * 20, "image/tiff"), (b"MM\x00*\x00\x00\x00\x08" + b"\0" * 20, "image/tiff"),
+    (b"II+\x00\x08\x00\x00\x00\x10" + b"\0" * 20, "image/tiff"),
+    (b"MM\x00+\x00\x08\x00\x00" + b"\0" * 7 + b"\x10" + b"\0" * 20, "image/tiff"),
+    (b"BM" + b"\0" * 12 + b"\x28\0\0\0" + b"\0" * 60, "image/bmp"),
+    (b"\x00\x00\x00\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 20, "image/heic"),
+    (b"\x00\x00\x00\x1cftypavif\0\0\0\0avifmif1miaf" + b"\0" * 20, "image/avif"),
+    (b"\x00\x00\x00\x1cftypmif1\0\0\0\0mif1miafavif" + b"\0" * 20, "image/avif"),
 ])
 def test_sniff_accepts_images(data, mime):
     assert sniff.image_type(data) == mime
