@@ -9,6 +9,11 @@
 # required unless --dry-run); pass secrets at run time (`--env-file`, or secrets
 # mounted as files with CREDENTIALS_DIRECTORY=/run/secrets), never at build time.
 # Extra arguments are appended to the command line: `docker run imgurd --version`.
+#
+# Jobs and links survive a restart only with a state file on a volume (opt-in; see
+# docs/restarts.md):
+#   docker run ... -v imgurd-state:/var/lib/imgurd \
+#       -e IMGURD_STATE_FILE=/var/lib/imgurd/state.jsonl.gz imgurd
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -29,19 +34,26 @@ RUN pip install --no-cache-dir --only-binary=:all: /tmp/imgurd-src \
  && imgurd --version \
  && groupadd --system --gid 10001 imgurd \
  && useradd --system --uid 10001 --gid imgurd --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin imgurd
+        --shell /usr/sbin/nologin imgurd \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/imgurd
 
 USER 10001:10001
 
 EXPOSE 8080
+
+# The place for the state file, owned by the service user (a new named volume takes that over).
+# Nothing is written there unless IMGURD_STATE_FILE is set: uncomment both lines to make it the
+# image's default (then mount a volume, or the state goes when the container is removed).
+# VOLUME ["/var/lib/imgurd"]
+# ENV IMGURD_STATE_FILE=/var/lib/imgurd/state.jsonl.gz
 
 # No curl in the image: the standard library does the check. Proxies are bypassed
 # on purpose; the port follows IMGURD_PORT when that is set.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % os.environ.get('IMGURD_PORT', '8080'), timeout=4).read()"]
 
-# imgurd drains transfers in flight for up to shutdown_timeout (30 s) on SIGTERM:
-# give it that long with `docker stop -t 40` / `docker run --stop-timeout 40`.
+# imgurd drains transfers in flight for up to shutdown_timeout (30 s) on SIGTERM, then writes
+# its state file if it has one: give it that long with `docker stop -t 40` / `--stop-timeout 40`.
 STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["imgurd", "--host", "0.0.0.0"]

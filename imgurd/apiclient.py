@@ -16,7 +16,8 @@ from . import __version__, backoff
 
 USER_AGENT = "imgurd-submit/" + __version__
 REQUEST_TIMEOUT = 60.0  # seconds for one request (a POST of 1000 URLs is answered at once)
-RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # pauses between tries when the server was reached before
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # pauses between tries when the server was reached before, then the last one
+RETRY_FOR = 120.0  # seconds a server that answered before may stay silent (a restart) before it counts as lost
 DEFAULT_RETRY_AFTER = 5.0  # when a 503 comes without a usable Retry-After
 MAX_RETRY_AFTER = 3600.0
 
@@ -27,6 +28,18 @@ class SubmitError(Exception):
 
 class Unreachable(SubmitError):
     pass
+
+
+class Lost(Unreachable):
+    """A server that answered before has stopped answering for longer than ``retry_for``."""
+
+
+class JobUnknown(SubmitError):
+    """The server answered 404 for a job: it never had it, or it forgot it (a restart without state)."""
+
+    def __init__(self, job_id: str, error: str) -> None:
+        super().__init__("polling job %s: the server answered HTTP 404: %s" % (job_id, error))
+        self.job_id = job_id
 
 
 class Rejected(SubmitError):
@@ -113,7 +126,8 @@ class _Trouble(Exception):
 
 class ApiClient:
     def __init__(self, server: str, api_token: Optional[str] = None, timeout: float = REQUEST_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 retry_for: float = RETRY_FOR) -> None:
         self.scheme, self.host, self.port, self.prefix = parse_server(server)
         shown_host = "[%s]" % self.host if ":" in self.host else self.host
         self.server = "%s://%s:%d%s" % (self.scheme, shown_host, self.port, self.prefix)
@@ -121,6 +135,7 @@ class ApiClient:
             raise ValueError("--api-token must be printable ASCII without spaces")
         self.api_token = api_token
         self.timeout = timeout
+        self.retry_for = retry_for
         self.clock = clock
         self.sleep = sleep
         self.reached = False  # once the server has answered, network trouble is retried
@@ -135,8 +150,12 @@ class ApiClient:
         return self.request("POST", "/v1/images/upload", body, headers, deadline, retry_statuses=(502, 504))
 
     def job(self, job_id: str, deadline: Optional[float] = None) -> Dict[str, Any]:
-        """The report of a job (``GET /v1/images/upload/{id}``), or Rejected."""
+        """The report of a job (``GET /v1/images/upload/{id}``), or JobUnknown (404), Lost or Rejected."""
         reply = self.request("GET", "/v1/images/upload/" + urllib.parse.quote(job_id, safe=""), None, {}, deadline)
+        if reply.status == 404:
+            raise JobUnknown(job_id, reply.error)
+        if reply.status in (502, 503, 504):  # still a gateway's answer after retry_for: as good as gone
+            raise Lost("lost the imgurd server at %s: HTTP %d for %g s" % (self.server, reply.status, self.retry_for))
         if reply.status != 200 or not isinstance(reply.document, dict):
             raise Rejected(reply.status, reply.error, "polling job %s" % job_id)
         return reply.document
@@ -151,9 +170,12 @@ class ApiClient:
     def request(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
                 deadline: Optional[float] = None, retry_statuses: Tuple[int, ...] = (502, 503, 504)) -> Reply:
         """One exchange, repeated on network trouble (only once the server has answered before: a
-        server that was never reached is reported at once) and on ``retry_statuses``."""
+        server that was never reached is reported at once) and on ``retry_statuses``, for up to
+        ``retry_for`` seconds: a server restarting refuses connections for a while, then answers again."""
         attempt = 0
+        first_trouble: Optional[float] = None
         while True:
+            tried_at = self.clock()
             try:
                 reply = self._exchange(method, path, body, headers, deadline)
                 if reply.status not in retry_statuses:
@@ -164,12 +186,15 @@ class ApiClient:
                     raise Unreachable("cannot reach the imgurd server at %s: %s (is it running? see --server, "
                                       "IMGURD_SERVER)" % (self.server, exc.detail)) from None
                 trouble = exc
-            if attempt >= len(RETRY_DELAYS):
+            if first_trouble is None:
+                first_trouble = tried_at
+            silent = self.clock() - first_trouble
+            if silent >= self.retry_for:
                 if trouble.reply is not None:
                     return trouble.reply
-                raise Unreachable("lost the imgurd server at %s: %s (after %d tries)"
-                                  % (self.server, trouble.detail, attempt + 1))
-            pause = RETRY_DELAYS[attempt]
+                raise Lost("lost the imgurd server at %s: %s (tried for %.0f s)"
+                           % (self.server, trouble.detail, silent))
+            pause = min(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)], self.retry_for - silent)
             if trouble.reply is not None and trouble.reply.headers.get("Retry-After"):
                 pause = trouble.reply.retry_after()
             self.pause(pause, deadline)

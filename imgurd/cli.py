@@ -51,9 +51,13 @@ def main(config_path: Any, **flags: Any) -> None:
     for warning in unknown_env(os.environ):
         logging.getLogger("imgurd").warning("%s", warning)
     from .server import host_port, run  # tornado and pycurl load only once the configuration is good
+    from .state import StateError
 
     try:
         run(config)
+    except StateError as error:  # a state_file it cannot use: never overwritten, start-up stops
+        click.echo("imgurd: error: %s" % error, err=True)
+        sys.exit(2)
     except socket.gaierror as error:  # --host names no address: a configuration error
         click.echo("imgurd: error: invalid value for host: cannot resolve %r (%s)" % (config.host, error.strerror),
                    err=True)

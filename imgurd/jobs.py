@@ -188,7 +188,8 @@ class JobStore:
             return None
         job = self._runnable.popleft()
         item = Item(job, job.next_index)
-        job.next_index += 1
+        following = job.states.find(_PENDING, job.next_index + 1)  # a restored job (imgurd.state) has gaps
+        job.next_index = following if following >= 0 else len(job)
         if job.next_index < len(job):
             self._runnable.append(job)
         return item
@@ -288,3 +289,38 @@ class JobStore:
                 del self.idempotency[job.idempotency_key]
             dropped += 1
         return dropped
+
+    # --- restoring (imgurd.state)
+
+    def adopt(self, job: Job) -> None:
+        """Take in a job restored from the state file (imgurd.state), its outcomes set.
+
+        URLs that were in flight when it was saved are pending again; finished jobs should come in
+        the order they finished, so that eviction keeps taking the oldest first.
+        """
+        job.states = bytearray(bytes(job.states).replace(bytes((_IN_PROGRESS,)), bytes((_PENDING,))))
+        job.done = job.started = len(job) - job.states.count(_PENDING)
+        unfinished = len(job) - job.done
+        self.jobs[job.id] = job
+        if job.idempotency_key is not None:
+            self.idempotency[job.idempotency_key] = job
+        if unfinished:
+            job.finished = job.finished_at = None
+            job.next_index = job.states.find(_PENDING)
+            self.backlog += unfinished
+            self._runnable.append(job)
+        else:
+            job.next_index = len(job)
+            if job.finished is None:
+                job.finished = time.time()
+            job.finished_at = self.clock() - max(0.0, time.time() - job.finished)
+            self.finished_jobs[job.id] = job
+
+    def adopt_links(self, links: Sequence[str]) -> None:
+        """Restore the list of links (imgurd.state), before any job runs."""
+        for link in links:
+            if link not in self._link_set:
+                self._link_set.add(link)
+                self.links.append(link)
+        if len(self.links) >= LINK_BLOCK:
+            self._link_block(len(self.links) // LINK_BLOCK - 1)

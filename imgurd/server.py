@@ -37,6 +37,7 @@ def sd_notify(state: str) -> bool:
 async def serve(config) -> None:
     """Run until SIGTERM/SIGINT, then drain and return."""
     service = Service(config)
+    service.load_state()  # before listening: a state file that cannot be used stops start-up
     # tornado's own body limit sits above max_body_bytes: the upload handler answers 413 itself
     server = HTTPServer(service.application(), max_body_size=config.max_body_bytes + 1024 * 1024,
                         idle_connection_timeout=120, body_timeout=60)

@@ -15,6 +15,7 @@ from .metrics import Metrics
 from .oauth import TokenSource
 from .pipeline import Pipeline
 from .ratelimit import RateGate
+from .state import StateKeeper
 
 log = logging.getLogger("imgurd")
 
@@ -45,12 +46,21 @@ class Service:
         self.pipeline = Pipeline(config, self.store, self.downloader, self.imgur, self.metrics)
         self.openapi = openapi.document(config)
         self._evictor = PeriodicCallback(self._evict, EVICT_INTERVAL_MS)
+        # opt-in: without state_file nothing is ever written to disk
+        self.state = StateKeeper(config, self.store, self.pipeline.links_by_digest) if config.state_file else None
+
+    def load_state(self) -> None:
+        """Restore the state file, if one is configured (before listening); StateError if it cannot be used."""
+        if self.state is not None:
+            self.state.load()
 
     def start(self) -> None:
         if not self.config.dry_run:
             IOLoop.current().spawn_callback(self.imgur.check_credits)
         self.pipeline.start()
         self._evictor.start()
+        if self.state is not None:
+            self.state.start()
 
     def waiting(self) -> Optional[Dict[str, str]]:
         """Why and until when Imgur's budgets hold every upload (a job's ``waiting``), or None."""
@@ -72,6 +82,8 @@ class Service:
     async def stop(self, timeout: float) -> None:
         self._evictor.stop()
         await self.pipeline.stop(timeout)
+        if self.state is not None and await self.state.stop():
+            return  # the unfinished URLs are in the state file: they resume on the next start
         for item in self.store.unfinished():
             log.warning("abandoned job=%s url=%s", item.job.id, item.url, extra={"job": item.job.id, "url": item.url})
 

@@ -5,6 +5,11 @@ jobs of at most ``--batch`` URLs and submitted, each job with its own ``Idempote
 never queues it twice. A ``503`` is waited out (``Retry-After``) and the same job sent again; a
 ``413`` splits the job in halves. Then one loop polls every job until all are complete (or
 ``--timeout``), and one row per input line is printed, in input order.
+
+Nothing learned is lost: ``--output`` rewrites its file (atomically) as results arrive; a server that
+stops answering is retried for ``--retry-for`` seconds (a restart), and a server gone for longer, or
+one that forgot a job, ends the run with what is known printed and exit status 4; Ctrl-C prints what
+is known too. ``--resume`` then reads the ``--output`` file and submits only what is not complete.
 """
 
 import collections
@@ -17,12 +22,12 @@ import re
 import sys
 import time
 import uuid
-from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import click
 
 from . import __version__
-from .apiclient import ApiClient, DeadlineReached, Rejected, Reply, SubmitError
+from .apiclient import RETRY_FOR, ApiClient, DeadlineReached, JobUnknown, Lost, Rejected, Reply, SubmitError
 from .urls import display, normalise
 
 PROG = "imgurd-submit"
@@ -30,7 +35,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 POLL_FIRST = 0.5  # seconds between polls at first ...
 POLL_MAX = 2.0  # ... growing to this
 POLL_GROWTH = 1.5
-EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 CSV_HEADER = ("url", "status", "link", "error")
 _QUEUE_LIMIT = re.compile(r"at most (\d+) \(max_queued_urls\)")
 
@@ -41,6 +46,14 @@ def plural(count: int, noun: str) -> str:
 
 class UsageProblem(Exception):
     """Bad input or options: one line on stderr, exit status 2."""
+
+
+class Forgotten(Exception):
+    """The server answered 404 for jobs it had accepted (or reported) before: it restarted without its state."""
+
+    def __init__(self, job_ids: List[str]) -> None:
+        super().__init__(" ".join(job_ids))
+        self.job_ids = job_ids
 
 
 # --- input
@@ -108,11 +121,17 @@ def read_lines(path: str) -> List[Tuple[str, str]]:
     return found
 
 
-def collect(arguments: Sequence[str], files: Sequence[str]) -> Tuple[List[Row], List[Unique]]:
-    """(one Row per input line, in input order; the distinct URLs, in first-seen order)."""
+def collect(arguments: Sequence[str], files: Sequence[str],
+            earlier: Sequence[Tuple[str, str]] = ()) -> Tuple[List[Row], List[Unique]]:
+    """(one Row per input line, in input order; the distinct URLs, in first-seen order).
+
+    ``earlier``: (URL, where) rows of a ``--resume`` file, the input when no URL is given.
+    """
     given = [(url.strip(), "argument %d" % number) for number, url in enumerate(arguments, 1)]
     for path in files:
         given.extend(read_lines(path))
+    if not given:
+        given = [(url.strip(), where) for url, where in earlier]
     if not given:
         raise UsageProblem("no URLs given: pass them as arguments or with --file PATH (- for stdin)")
     rows: List[Row] = []
@@ -132,26 +151,41 @@ def collect(arguments: Sequence[str], files: Sequence[str]) -> Tuple[List[Row], 
 
 
 class Batch:
-    """One job: up to ``--batch`` distinct URLs, its idempotency key, and once accepted its id."""
+    """One job: up to ``--batch`` distinct URLs, its idempotency key, and once accepted its id.
 
-    __slots__ = ("uniques", "key", "job_id", "done", "waiting")
+    A job given with ``--job`` is ``adopted``: its URLs become known from its first report.
+    """
 
-    def __init__(self, uniques: List[Unique]) -> None:
+    __slots__ = ("uniques", "key", "job_id", "done", "adopted", "seen", "waiting")
+
+    def __init__(self, uniques: List[Unique], job_id: Optional[str] = None) -> None:
         self.uniques = uniques
         self.key = str(uuid.uuid4())  # made once; reused for every retry of this very batch
-        self.job_id: Optional[str] = None
+        self.job_id = job_id
         self.done = False
+        self.adopted = job_id is not None
+        self.seen = False  # the server has reported this job at least once
         self.waiting: Optional[str] = None  # what holds the job, as the progress line says it
 
     def halves(self) -> List["Batch"]:
         middle = len(self.uniques) // 2
         return [Batch(self.uniques[:middle]), Batch(self.uniques[middle:])]
 
-    def absorb(self, report: Dict[str, Any]) -> None:
-        """Take the job's ``images`` entries: by position, checked (and else found) by URL."""
+    def absorb(self, report: Dict[str, Any], rows: Optional[List[Row]] = None) -> None:
+        """Take the job's ``images`` entries: by position, checked (and else found) by URL.
+
+        The first report of an adopted job makes its rows, appended to ``rows``.
+        """
         images = report.get("images")
         if not isinstance(images, list):
             raise SubmitError("the report of job %s has no images list" % self.job_id)
+        if self.adopted and not self.seen and rows is not None:
+            for image in images:
+                url = str(image.get("url", "")) if isinstance(image, dict) else ""
+                unique = Unique(url, normalise(url) or url)
+                self.uniques.append(unique)
+                rows.append(Row(url, unique))
+        self.seen = True
         by_position = len(images) == len(self.uniques)
         by_key: Optional[Dict[str, Dict[str, Any]]] = None
         for index, unique in enumerate(self.uniques):
@@ -245,12 +279,25 @@ def tally(rows: Sequence[Row]) -> Dict[str, int]:
 
 
 class Submitter:
-    def __init__(self, api: ApiClient, batch_size: int, deadline: Optional[float]) -> None:
+    def __init__(self, api: ApiClient, batch_size: int, deadline: Optional[float],
+                 on_poll: Optional[Callable[[], None]] = None) -> None:
         self.api = api
         self.batch_size = batch_size
         self.deadline = deadline
+        self.on_poll = on_poll  # called after every round of polls (--output rewrites its file)
         self.too_large: Optional[int] = None  # smallest job size the server refused with 413
         self.accepted: List[Batch] = []
+
+    def attach(self, job_ids: Sequence[str], rows: List[Row]) -> None:
+        """``--job``: poll each existing job once, in order, making its rows; an unknown id is an error."""
+        for job_id in job_ids:
+            batch = Batch([], job_id)
+            batch.absorb(self.api.job(job_id, self.deadline), rows)
+            self.accepted.append(batch)
+
+    def waiting(self) -> Optional[str]:
+        """What holds the unfinished jobs (Imgur's budget), as the progress line says it, or None."""
+        return max((b.waiting for b in self.accepted if b.waiting and not b.done), default=None)
 
     def plan(self, uniques: List[Unique]) -> Deque[Batch]:
         size = self.batch_size
@@ -308,12 +355,21 @@ class Submitter:
                 busy = self.submit_ready(queue)
                 if busy is not None:
                     not_before = clock() + busy.retry_after()
+            forgotten = []
             for batch in self.accepted:
                 if not batch.done:
-                    batch.absorb(self.api.job(batch.job_id, self.deadline))  # type: ignore[arg-type]
+                    try:
+                        report = self.api.job(batch.job_id, self.deadline)  # type: ignore[arg-type]
+                    except JobUnknown:
+                        forgotten.append(batch.job_id)
+                        continue
+                    batch.absorb(report, rows)
+            if self.on_poll is not None:
+                self.on_poll()
+            if forgotten:
+                raise Forgotten(forgotten)  # type: ignore[arg-type]
             counts = tally(rows)
-            waiting = max((b.waiting for b in self.accepted if b.waiting and not b.done), default=None)
-            progress.update(counts["complete"] + counts["failed"], counts["failed"], bool(queue), waiting)
+            progress.update(counts["complete"] + counts["failed"], counts["failed"], bool(queue), self.waiting())
             if not queue and all(batch.done for batch in self.accepted):
                 return
             wait = interval
@@ -326,7 +382,8 @@ class Submitter:
 # --- output
 
 
-def write_results(rows: Sequence[Row], fmt: str) -> None:
+def render(rows: Sequence[Row], fmt: str) -> str:
+    """The results in ``fmt``: csv, json or links (complete ones only)."""
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -334,14 +391,77 @@ def write_results(rows: Sequence[Row], fmt: str) -> None:
         for row in rows:
             entry = row.entry()
             writer.writerow((entry["url"], entry["status"], entry["link"] or "", entry["error"] or ""))
-        click.echo(buffer.getvalue(), nl=False)
-    elif fmt == "json":
-        click.echo(json.dumps([row.entry() for row in rows], ensure_ascii=False, indent=2))
-    else:  # links: complete ones only
-        for row in rows:
-            link = row.entry()["link"]
-            if link:
-                click.echo(link)
+        return buffer.getvalue()
+    if fmt == "json":
+        return json.dumps([row.entry() for row in rows], ensure_ascii=False, indent=2) + "\n"
+    links = (row.entry()["link"] for row in rows)
+    return "".join(link + "\n" for link in links if link)
+
+
+class OutputFile:
+    """``--output PATH``: the results rewritten whenever they change, atomically (temporary file, then
+    rename), so an interrupted run always leaves a whole file holding everything it learned."""
+
+    def __init__(self, path: str, fmt: str) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.last: Optional[str] = None
+
+    def write(self, rows: Sequence[Row]) -> None:
+        text = render(rows, self.fmt)
+        if text == self.last:
+            return
+        temporary = "%s.%d.tmp" % (self.path, os.getpid())
+        try:
+            with open(temporary, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except OSError as error:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise SubmitError("cannot write --output %s: %s" % (self.path, error.strerror or error)) from None
+        self.last = text
+
+
+def read_earlier(path: str, fmt: str) -> Optional[List[Tuple[str, str, str]]]:
+    """``--resume``: (url, status, link) of every row of an earlier ``--output`` file; None if there is none."""
+    if fmt == "links":
+        raise UsageProblem("--resume needs --format csv or json: a links file does not say which URL became "
+                           "which link")
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise UsageProblem("--resume cannot read --output %s: %s" % (path, reason)) from None
+    found: List[Tuple[str, str, str]] = []
+    if fmt == "csv":
+        table = list(csv.reader(io.StringIO(text)))
+        if not table or tuple(table[0]) != CSV_HEADER:
+            raise UsageProblem("--resume: %s is not a CSV written by %s (its header is not %s)"
+                               % (path, PROG, ",".join(CSV_HEADER)))
+        for number, row in enumerate(table[1:], 2):
+            if len(row) != len(CSV_HEADER):
+                raise UsageProblem("--resume: %s line %d does not have 4 fields" % (path, number))
+            found.append((row[0], row[1], row[2]))
+        return found
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        raise UsageProblem("--resume: %s is not JSON (use the --format it was written in)" % path) from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("url"), str)
+                                                for e in entries):
+        raise UsageProblem("--resume: %s is not a JSON list of results written by %s" % (path, PROG))
+    for entry in entries:
+        link = entry.get("link")
+        found.append((entry["url"], str(entry.get("status")), link if isinstance(link, str) else ""))
+    return found
 
 
 def summary(rows: Sequence[Row], elapsed: float, waiting: Optional[str] = None) -> str:
@@ -350,6 +470,22 @@ def summary(rows: Sequence[Row], elapsed: float, waiting: Optional[str] = None) 
     if counts["pending"]:
         line += ", %d pending" % counts["pending"] + (" (%s)" % waiting if waiting else "")
     return line + " in %.1f s" % elapsed
+
+
+def how_to_resume(rows: Sequence[Row], output: Optional[str], fmt: str) -> str:
+    """The end of the line that says a run stopped early: what is left, and how to continue."""
+    counts = tally(rows)
+    left = len(rows) - counts["complete"]
+    known = "%d of %s complete, %d failed, %d pending" % (counts["complete"], plural(len(rows), "URL"),
+                                                           counts["failed"], counts["pending"])
+    if fmt == "links":
+        how = "to continue, run again with --format csv --output FILE, which --resume can continue"
+    elif output:
+        how = "to continue, run again with --output %s --resume (it submits only the %d not complete)" % (output, left)
+    else:
+        how = ("to continue, save these results to a file and run again with --output FILE --resume (it submits "
+               "only the %d not complete)" % left)
+    return "%s; %s" % (known, how)
 
 
 # --- the command
@@ -369,6 +505,16 @@ def _tell_submitted(submitter: Submitter, no_wait: bool, when: str) -> None:
         click.echo("%s: jobs submitted %s: %s" % (PROG, when, ids), err=True)
 
 
+def _check_options(urls: Sequence[str], files: Sequence[str], output: Optional[str], resume: bool,
+                   job_ids: Sequence[str], no_wait: bool) -> None:
+    if resume and not output:
+        raise UsageProblem("--resume needs --output PATH: the file of the run to continue")
+    if no_wait and (output or job_ids):
+        raise UsageProblem("--no-wait prints job ids and exits: it does not go with --output or --job")
+    if job_ids and (urls or files or resume):
+        raise UsageProblem("--job waits for jobs submitted earlier: give it without URLs, --file or --resume")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--server", envvar="IMGURD_SERVER", default=DEFAULT_SERVER, show_default=True, metavar="URL",
               help="Base URL of the imgurd server (env: IMGURD_SERVER).")
@@ -381,29 +527,59 @@ def _tell_submitted(submitter: Submitter, no_wait: bool, when: str) -> None:
               help="At most N URLs per job; a job the server finds too large is split in halves.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "links"]), default="csv", show_default=True,
               help="csv (url,status,link,error), json (a list of image entries) or links (complete ones only).")
+@click.option("--output", metavar="PATH", default=None,
+              help="Write the results to PATH instead of stdout, rewritten atomically as they arrive.")
+@click.option("--resume", is_flag=True,
+              help="Read --output PATH first and submit only the URLs not complete there (with no URL "
+                   "given, the URLs of that file).")
+@click.option("--job", "job_ids", multiple=True, metavar="ID",
+              help="Submit nothing: wait for and print the job ID submitted earlier (e.g. with --no-wait). "
+                   "May be repeated.")
 @click.option("--no-wait", is_flag=True, help="Print the job ids, one a line, and exit without waiting.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Give up after SECONDS: print what is known (unfinished URLs as pending), exit 3.")
+@click.option("--retry-for", type=click.FloatRange(min=0), default=RETRY_FOR, show_default=True, metavar="SECONDS",
+              help="Keep retrying a server that stopped answering (a restart) this long before giving up "
+                   "with exit 4.")
 @click.version_option(__version__, "--version", prog_name=PROG, message="%(prog)s %(version)s")
 @click.argument("urls", nargs=-1, metavar="[URL]...")
 def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch: int, fmt: str,
-            no_wait: bool, timeout: Optional[float], urls: Tuple[str, ...]) -> int:
+            output: Optional[str], resume: bool, job_ids: Tuple[str, ...], no_wait: bool,
+            timeout: Optional[float], retry_for: float, urls: Tuple[str, ...]) -> int:
     """Submit image URLs to an imgurd server and print, in input order, the Imgur link or the
     failure of each.
 
     Exit status: 0 all complete, 1 some failed (results still printed), 2 usage error, unreachable
-    server or rejected request, 3 --timeout reached (unfinished URLs printed as pending).
+    server or rejected request, 3 --timeout reached (unfinished URLs printed as pending), 4 the
+    server went away or forgot a job (what is known printed, the rest as pending), 130 Ctrl-C (the
+    same).
     """
     started = time.monotonic()
+    _check_options(urls, files, output, resume, job_ids, no_wait)
     try:
-        api = ApiClient(server, api_token or None)
+        api = ApiClient(server, api_token or None, retry_for=retry_for)
     except ValueError as error:
         raise UsageProblem(str(error)) from None
-    rows, uniques = collect(urls, files)
+    rows: List[Row] = []
+    uniques: List[Unique] = []
+    if not job_ids:
+        earlier = read_earlier(output, fmt) if resume and output else None
+        if earlier is None and resume and not (urls or files):
+            raise UsageProblem("--resume: %s does not exist yet and no URLs are given" % output)
+        rows, uniques = collect(urls, files, [(url, "%s row %d" % (output, n)) for n, (url, _, _)
+                                              in enumerate(earlier or (), 1)])
+        complete = {normalise(url): link for url, status, link in earlier or () if status == "complete" and link}
+        for unique in uniques:
+            link = complete.get(unique.key)
+            if link:  # learned by an earlier run: not submitted again
+                unique.image = {"url": unique.url, "status": "complete", "link": link, "error": None}
+        uniques = [unique for unique in uniques if unique.status != "complete"]
+    sink = OutputFile(output, fmt) if output else None
     deadline = started + timeout if timeout is not None else None
-    submitter = Submitter(api, batch, deadline)
+    submitter = Submitter(api, batch, deadline, on_poll=(lambda: sink.write(rows)) if sink else None)
     terminal = _stderr_is_terminal()
-    timed_out = False
+    stopped: Optional[str] = None  # why the run ended early, when it did
+    code = EXIT_OK
     try:
         if no_wait:
             try:
@@ -413,25 +589,55 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
                     PROG, timeout, sum(len(b.uniques) for b in submitter.accepted),
                     plural(len(uniques), "distinct URL")), err=True)
                 return EXIT_TIMEOUT
+            except Lost as error:
+                click.echo("%s: %s; %d of %s submitted, their job ids printed" % (
+                    PROG, error, sum(len(b.uniques) for b in submitter.accepted),
+                    plural(len(uniques), "distinct URL")), err=True)
+                return EXIT_LOST
             return EXIT_OK
-        with Progress(len(rows), terminal, started) as progress:
-            try:
+        if sink is not None:
+            sink.write(rows)  # at once: a PATH that cannot be written stops the run before anything is sent
+        try:
+            if job_ids:
+                submitter.attach(list(dict.fromkeys(job_ids)), rows)
+            with Progress(len(rows), terminal, started) as progress:
                 submitter.run(uniques, rows, progress)
-            except DeadlineReached:
-                timed_out = True
+        except DeadlineReached:
+            code = EXIT_TIMEOUT
+        except Lost as error:
+            stopped, code = str(error), EXIT_LOST
+        except Forgotten as error:
+            stopped, code = ("the server no longer knows job %s (it restarted without keeping its state)"
+                             % ", ".join(error.job_ids)), EXIT_LOST
+        except KeyboardInterrupt:
+            stopped, code = "interrupted", EXIT_INTERRUPTED
     except SubmitError as error:
         click.echo("%s: error: %s" % (PROG, error), err=True)
         _tell_submitted(submitter, no_wait, "before the error")
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        _tell_submitted(submitter, no_wait, "before the interruption")
-        raise
+    except KeyboardInterrupt:  # before the polling began
+        if no_wait:
+            _tell_submitted(submitter, no_wait, "before the interruption")
+            raise
+        stopped, code = "interrupted", EXIT_INTERRUPTED
     finally:
         api.close()
-    write_results(rows, fmt)
+    if sink is not None:
+        try:
+            sink.write(rows)
+        except SubmitError as error:
+            click.echo("%s: error: %s" % (PROG, error), err=True)
+            click.echo(render(rows, fmt), nl=False)  # the results must go somewhere
+            return EXIT_ERROR
+    else:
+        click.echo(render(rows, fmt), nl=False)
     elapsed = time.monotonic() - started
+    if stopped is not None:
+        click.echo("%s: %s; %s" % (PROG, stopped, how_to_resume(rows, output, fmt)), err=True)
+        return code
+    timed_out = code == EXIT_TIMEOUT
     if not terminal:
-        click.echo(summary(rows, elapsed, progress.waiting) + (" (--timeout reached)" if timed_out else ""),
+        click.echo(summary(rows, elapsed, submitter.waiting()) + (" (--timeout reached)" if timed_out else ""),
                    err=True)
     elif timed_out:
         click.echo("%s: --timeout reached after %.1f s; %s still pending"

@@ -30,8 +30,8 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, *args, env=None):
-        self.port = free_port()
+    def __init__(self, *args, env=None, port=None):
+        self.port = port or free_port()  # a restart passes the port of the process it replaces
         self.base = "http://127.0.0.1:%d" % self.port
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
         full_env.update(env or {})

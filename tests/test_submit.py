@@ -277,12 +277,34 @@ def test_unreachable_server_exits_2_with_one_line():
     (["--file", "-"], "http://127.0.0.1:9/a.jpg\nftp://127.0.0.1/b.jpg\n", "stdin line 2 is not an http(s) URL"),
     (["--file", "/nonexistent/urls.txt"], None, "cannot read --file /nonexistent/urls.txt"),
     (["--server", "ftp://127.0.0.1:9", "http://127.0.0.1:9/a.jpg"], None, "--server must be an http(s) URL"),
+    (["--resume", "http://127.0.0.1:9/a.jpg"], None, "--resume needs --output PATH"),
+    (["--job", "x", "http://127.0.0.1:9/a.jpg"], None, "--job waits for jobs submitted earlier"),
+    (["--no-wait", "--output", "/tmp/r.csv", "http://127.0.0.1:9/a.jpg"], None, "does not go with --output"),
+    (["--resume", "--output", "/tmp/r.txt", "--format", "links"], None, "--resume needs --format csv or json"),
+    (["--resume", "--output", "/nonexistent/r.csv"], None, "/nonexistent/r.csv does not exist yet"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, stdin, expected):
     result = run_submit(*args, server="http://127.0.0.1:%d" % free_port(), stdin=stdin)
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("fmt, content, expected", [
+    ("csv", "url,link\nhttp://127.0.0.1:9/a.jpg,x\n", "is not a CSV written by imgurd-submit"),
+    ("csv", "url,status,link,error\nhttp://127.0.0.1:9/a.jpg,complete\n", "line 2 does not have 4 fields"),
+    ("json", "url,status,link,error\n", "is not JSON"),
+    ("json", '{"url": "http://127.0.0.1:9/a.jpg"}', "is not a JSON list of results"),
+])
+def test_resume_refuses_a_file_it_cannot_read_and_leaves_it_alone(tmp_path, fmt, content, expected):
+    output = tmp_path / "r.out"
+    output.write_text(content)
+    result = run_submit("--resume", "--output", str(output), "--format", fmt,
+                        server="http://127.0.0.1:%d" % free_port())
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and expected in lines[0] and str(output) in lines[0], result.stderr
+    assert output.read_text() == content
 
 
 class _ScriptedApi(http.server.BaseHTTPRequestHandler):
