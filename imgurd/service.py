@@ -82,10 +82,12 @@ class Service:
     async def stop(self, timeout: float) -> None:
         self._evictor.stop()
         await self.pipeline.stop(timeout)
-        if self.state is not None and await self.state.stop():
-            return  # the unfinished URLs are in the state file: they resume on the next start
+        # every URL left unfinished is named; when the state file kept it, it resumes on the next start,
+        # which is worth knowing but no cause for alarm
+        saved = self.state is not None and await self.state.stop()
+        level = logging.INFO if saved else logging.WARNING
         for item in self.store.unfinished():
-            log.warning("abandoned job=%s url=%s", item.job.id, item.url, extra={"job": item.job.id, "url": item.url})
+            log.log(level, "abandoned job=%s url=%s", item.job.id, item.url, extra={"job": item.job.id, "url": item.url})
 
     def close(self) -> None:
         self.pipeline.converter.close()
