@@ -1,16 +1,16 @@
 """A small blocking client for imgurd's own REST API, used by ``imgurd-submit`` (SPEC 6).
 
-Standard library only (``http.client``): one keep-alive connection to the server, JSON in and out,
-bounded retries for network trouble, and an optional deadline that no request or pause outlasts.
+urllib3 keeps the connection alive (and notices when the server dropped it while idle); this module
+adds what is imgurd's own: JSON in and out, patience with a server that restarts, and an optional
+deadline that no request or pause outlasts.
 """
 
-import http.client
 import json
-import socket
-import ssl
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import urllib3
 
 from . import __version__, backoff
 
@@ -58,7 +58,7 @@ class DeadlineReached(Exception):
 class Reply:
     __slots__ = ("status", "headers", "document", "reason")
 
-    def __init__(self, status: int, reason: str, headers: http.client.HTTPMessage, document: Any) -> None:
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], document: Any) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -99,17 +99,19 @@ def parse_server(server: str) -> Tuple[str, str, int, str]:
 
 
 def describe(error: BaseException) -> str:
-    """A short human description of a network failure."""
-    if isinstance(error, socket.gaierror):
-        return "cannot resolve the host name (%s)" % (error.strerror or error)
+    """A short human description of a network failure (urllib3's, told by the OS error beneath it)."""
+    if isinstance(error, urllib3.exceptions.NameResolutionError):
+        return "cannot resolve the host name"
+    if isinstance(error, urllib3.exceptions.SSLError):
+        return "TLS error: %s" % (error.args[0] if error.args else error)
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        error = error.__context__ or error  # e.g. ConnectionRefusedError (urllib3 calls it a timeout)
+    elif isinstance(error, urllib3.exceptions.TimeoutError):
+        return "no answer in time"
+    elif isinstance(error, urllib3.exceptions.ProtocolError):
+        return "the server closed the connection without answering"
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(error, TimeoutError):
-        return "no answer in time"
-    if isinstance(error, http.client.RemoteDisconnected):
-        return "the server closed the connection without answering"
-    if isinstance(error, ssl.SSLError):
-        return "TLS error: %s" % (error.reason or error)
     if isinstance(error, OSError) and error.strerror:
         return error.strerror[:1].lower() + error.strerror[1:]
     return str(error) or type(error).__name__
@@ -139,7 +141,8 @@ class ApiClient:
         self.clock = clock
         self.sleep = sleep
         self.reached = False  # once the server has answered, network trouble is retried
-        self._connection: Optional[http.client.HTTPConnection] = None
+        # one connection, kept alive; no retries or redirects of urllib3's own: ``request`` decides
+        self._pool = urllib3.PoolManager(num_pools=1, maxsize=1, retries=False)
 
     # --- the API
 
@@ -163,9 +166,7 @@ class ApiClient:
     # --- plumbing
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._pool.clear()
 
     def request(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
                 deadline: Optional[float] = None, retry_statuses: Tuple[int, ...] = (502, 503, 504)) -> Reply:
@@ -211,48 +212,29 @@ class ApiClient:
         if seconds > 0:
             self.sleep(seconds)
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self.scheme == "https":
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout)
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-
     def _exchange(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
                   deadline: Optional[float]) -> Reply:
         all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if self.api_token:
             all_headers["Authorization"] = "Bearer " + self.api_token
         all_headers.update(headers)
-        # a kept-alive connection the server has meanwhile closed fails at once: one more try on a new one
-        for reused in ((True, False) if self._connection is not None else (False,)):
-            timeout = self.timeout
-            if deadline is not None:
-                timeout = min(timeout, deadline - self.clock())
-                if timeout <= 0:
-                    raise DeadlineReached()
-            if self._connection is None:
-                self._connection = self._connect()
-            connection = self._connection
-            connection.timeout = timeout
-            if connection.sock is not None:
-                connection.sock.settimeout(timeout)
-            try:
-                connection.request(method, self.prefix + path, body=body, headers=all_headers)
-                response = connection.getresponse()
-                data = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self.close()
-                if deadline is not None and isinstance(exc, TimeoutError) and self.clock() >= deadline - 0.05:
-                    raise DeadlineReached() from None
-                stale = isinstance(exc, (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine))
-                if reused and stale:
-                    continue
-                raise _Trouble(describe(exc)) from None
-            if response.will_close:
-                self.close()
-            self.reached = True
-            try:
-                document = json.loads(data.decode("utf-8")) if data else None
-            except (UnicodeDecodeError, ValueError):
-                document = None
-            return Reply(response.status, response.reason, response.headers, document)
-        raise AssertionError("unreachable")  # pragma: no cover
+        timeout = self.timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - self.clock())
+            if timeout <= 0:
+                raise DeadlineReached()
+        try:
+            response = self._pool.request(method, self.server + path, body=body, headers=all_headers,
+                                          timeout=urllib3.Timeout(connect=timeout, read=timeout), redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
+            timed_out = isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
+                exc, urllib3.exceptions.NewConnectionError)
+            if deadline is not None and timed_out and self.clock() >= deadline - 0.05:
+                raise DeadlineReached() from None
+            raise _Trouble(describe(exc)) from None
+        self.reached = True
+        try:
+            document = json.loads(response.data.decode("utf-8")) if response.data else None
+        except (UnicodeDecodeError, ValueError):
+            document = None
+        return Reply(response.status, response.reason or "", response.headers, document)
