@@ -3,6 +3,7 @@
 Every child listens on and is reached at 127.0.0.1 only; its stderr goes to ``bench/out/<name>.log``.
 """
 
+import functools
 import http.client
 import json
 import os
@@ -10,14 +11,15 @@ import re
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import psutil
+
+from tests.daemon import spawn_imgurd, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -31,12 +33,6 @@ def echo(text: str = "") -> None:
 
 
 # --- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def read_json_line(process: subprocess.Popen, timeout: float) -> Dict[str, Any]:
@@ -57,12 +53,13 @@ def read_json_line(process: subprocess.Popen, timeout: float) -> Dict[str, Any]:
 class Child:
     """A helper process: stdin kept open (closing it tells the child to stop), stderr to a log file."""
 
-    def __init__(self, name: str, args: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, name: str, args: List[str], cwd: Path = ROOT, env: Optional[Dict[str, str]] = None,
+                 spawn: Callable[..., subprocess.Popen] = subprocess.Popen) -> None:
         self.name = name
         self.log_path = OUT / ("%s.log" % name)
         self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(args, cwd=str(cwd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.log, env=env, text=True)
+        self.process = spawn(args, cwd=str(cwd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                             env=env, text=True)
         self.pid = self.process.pid
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
@@ -110,33 +107,25 @@ def proc_status(pid: int) -> Dict[str, int]:
 
 
 class Imgurd(Child):
-    """The real ``imgurd`` command (or another checkout's, with ``src``) on a free port."""
+    """The real ``imgurd`` command (or another checkout's, with ``src``) on a port it picks (tests/daemon.py)."""
 
     def __init__(self, name: str, imgur: Fake, *flags: str, src: Optional[str] = None) -> None:
-        self.port = free_port()
         settings = ["--client-id", CLIENT_ID, "--api-url", imgur.url, "--allow-private-networks",
-                    "--host", "127.0.0.1", "--port", str(self.port), "--shutdown-timeout", "1", *flags]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+                    "--host", "127.0.0.1", "--shutdown-timeout", "1", *flags]
         if src is None:
-            command = shutil.which("imgurd") or os.path.join(os.path.dirname(sys.executable), "imgurd")
-            args, cwd = [command, *settings], OUT
+            command, cwd, env = None, OUT, None
         else:  # another checkout of imgurd: its package first on sys.path
-            env["PYTHONPATH"] = src
-            args = [sys.executable, "-c", "import sys; sys.argv[0] = 'imgurd'; from imgurd.cli import main; main()",
-                    *settings]
-            cwd = Path(src)
-        super().__init__(name, args, cwd=cwd, env=env)
+            command = [sys.executable, "-c", "import sys; sys.argv[0] = 'imgurd'; from imgurd.cli import main; main()"]
+            cwd, env = Path(src), {"PYTHONPATH": src}
+        super().__init__(name, settings, cwd=cwd, env=env, spawn=functools.partial(spawn_imgurd, command=command))
         self.ps = psutil.Process(self.pid)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if call(self.port, "GET", "/healthz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("imgurd did not start: see %s" % self.log_path)
-            time.sleep(0.05)
+        port = wait_listening(self.process, 30)
+        if port is None:
+            self.stop()
+            raise RuntimeError("imgurd did not start: see %s" % self.log_path)
+        self.port = port
+        status, _ = call(self.port, "GET", "/healthz", timeout=30)  # answered once its loop runs
+        assert status == 200, status
         self.expected_links = 0
 
     def cpu(self) -> float:
