@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import psutil
 
-from tests.daemon import spawn_imgurd, wait_listening
+from tests.daemon import environment, spawn_imgurd, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -61,6 +61,12 @@ class Child:
         self.process = spawn(args, cwd=str(cwd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                              env=env, text=True)
         self.pid = self.process.pid
+        self.ps = psutil.Process(self.pid)
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the process has used so far."""
+        times = self.ps.cpu_times()
+        return times.user + times.system
 
     def stop(self, timeout: float = 10.0) -> Optional[int]:
         process = self.process
@@ -93,6 +99,15 @@ class Fake(Child):
     def stats(self) -> Dict[str, Any]:
         return json.loads(call(self.control, "GET", "/stats")[1])
 
+    def record(self, on: bool) -> None:
+        """Start (afresh) or stop keeping per-request times of image requests (bench/fakeproc.py)."""
+        status, _ = call(self.control, "POST", "/timeline?on=%d" % on, b"")
+        assert status == 200
+
+    def timeline(self) -> List[List[float]]:
+        """The records kept since the last call: [seed, arrived, body_received, finished, status] each."""
+        return json.loads(call(self.control, "GET", "/timeline")[1])["records"]
+
 
 def proc_status(pid: int) -> Dict[str, int]:
     """VmRSS, VmHWM (peak RSS) etc. of a process, in bytes."""
@@ -109,16 +124,21 @@ def proc_status(pid: int) -> Dict[str, int]:
 class Imgurd(Child):
     """The real ``imgurd`` command (or another checkout's, with ``src``) on a port it picks (tests/daemon.py)."""
 
-    def __init__(self, name: str, imgur: Fake, *flags: str, src: Optional[str] = None) -> None:
+    def __init__(self, name: str, imgur: Fake, *flags: str, src: Optional[str] = None,
+                 probes: Optional[Path] = None) -> None:
+        """``probes``: a file for bench/instrument.py's loop-lag and request records (this imgurd only)."""
         settings = ["--client-id", CLIENT_ID, "--api-url", imgur.url, "--allow-private-networks",
                     "--host", "127.0.0.1", "--shutdown-timeout", "1", *flags]
-        if src is None:
+        if probes is not None:
+            assert src is None, "probes are for this checkout's imgurd"
+            command = [sys.executable, "-m", "bench.instrument", str(probes), "imgurd"]
+            cwd, env = OUT, {"PYTHONPATH": str(ROOT)}
+        elif src is None:
             command, cwd, env = None, OUT, None
         else:  # another checkout of imgurd: its package first on sys.path
             command = [sys.executable, "-c", "import sys; sys.argv[0] = 'imgurd'; from imgurd.cli import main; main()"]
             cwd, env = Path(src), {"PYTHONPATH": src}
         super().__init__(name, settings, cwd=cwd, env=env, spawn=functools.partial(spawn_imgurd, command=command))
-        self.ps = psutil.Process(self.pid)
         port = wait_listening(self.process, 30)
         if port is None:
             self.stop()
@@ -127,10 +147,6 @@ class Imgurd(Child):
         status, _ = call(self.port, "GET", "/healthz", timeout=30)  # answered once its loop runs
         assert status == 200, status
         self.expected_links = 0
-
-    def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return times.user + times.system
 
     def rss(self) -> int:
         return proc_status(self.pid)["VmRSS"]
@@ -191,6 +207,23 @@ class Imgurd(Child):
             elif line.startswith("imgurd_backlog_urls "):
                 found["backlog"] = float(line.split()[1])
         return found
+
+
+RELAY = ROOT.parent / "shared" / "bench" / "reference_relay.py"  # next to the repository, not in it
+
+
+class Relay(Child):
+    """The bare reference relay (``RELAY``): one Tornado process, one curl client, a semaphore of
+    ``concurrency``, each URL downloaded then uploaded, no checks. Probed like imgurd (bench/instrument.py)."""
+
+    def __init__(self, name: str, imgur: Fake, concurrency: int, probes: Path) -> None:
+        super().__init__(name, [sys.executable, "-m", "bench.instrument", str(probes), str(RELAY), "0", imgur.url,
+                                str(concurrency)], env=environment({"PYTHONPATH": str(ROOT)}))
+        port = wait_listening(self.process, 30)
+        if port is None:
+            self.stop()
+            raise RuntimeError("the reference relay did not start: see %s" % self.log_path)
+        self.port = port
 
 
 _connections: Dict[int, http.client.HTTPConnection] = {}

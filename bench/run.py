@@ -12,7 +12,8 @@ imgurd alone. Everything listens on and connects to 127.0.0.1 only. Every figure
 that run and targets are ratios of figures measured side by side, because the machine is shared and
 noisy. The table goes to stdout and to bench/RESULTS.md; raw figures to bench/out/results.json.
 
-Modules: ``children`` (processes), ``scenarios`` (what is measured), ``report`` (machine and table).
+Modules: ``children`` (processes), ``scenarios`` (what is measured; 6 in ``sidebyside``, with ``phases``
+and the probes of ``instrument``), ``report`` (machine and table).
 """
 
 import argparse
@@ -33,12 +34,12 @@ from bench.scenarios import Bench  # noqa: E402
 
 
 SCENARIOS = {"1": "throughput", "2": "cpu_cost", "3": "post_latency", "4a": "memory_in_flight", "4b": "scale",
-             "5": "scale"}
+             "5": "scale", "6": "relay"}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="1,2,3,4a,4b,5", help="scenarios to run, e.g. 1,3 (default: all)")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, e.g. 1,3 (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke test, not for the record)")
     parser.add_argument("--profile", action="store_true", help="py-spy profiles of imgurd in scenario 2 (bench/out)")
     parser.add_argument("--compare-src", metavar="DIR",

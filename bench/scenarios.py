@@ -1,4 +1,4 @@
-"""The scenarios of ``python -m bench`` (1 to 5 of bench/README.md), each a method of ``Bench``."""
+"""The scenarios of ``python -m bench`` (1 to 6 of bench/README.md), each a method of ``Bench``."""
 
 import argparse
 import io
@@ -8,12 +8,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import pycurl
 
 from bench.children import (BENCH, CLIENT_ID, Child, Fake, Imgurd, call, echo, finish_load, image_urls,
                             read_json_line, run_load, start_load, start_profiler, stop_profiler)
+from bench.sidebyside import SideBySide
 from imgurd.imgur import multipart_parts
 
 KB = 1024
@@ -82,9 +84,9 @@ class Bench:
                           "result": "n/a" if met is None else ("met" if met else "MISSED"), "margin": margin})
         echo("  %s %s: %s (target %s) -> %s %s" % (number, what, value, target, self.rows[-1]["result"], margin))
 
-    def imgurd(self, name: str, *flags: str, src: Optional[str] = None) -> Imgurd:
+    def imgurd(self, name: str, *flags: str, src: Optional[str] = None, probes: Optional[Path] = None) -> Imgurd:
         assert self.imgur is not None
-        return Imgurd(name, self.imgur, *flags, src=src)
+        return Imgurd(name, self.imgur, *flags, src=src, probes=probes)
 
     def latency(self, imgur: float, origin: float) -> None:
         assert self.imgur and self.origin
@@ -421,6 +423,12 @@ class Bench:
             self.row("5", "/healthz p99 meanwhile (idle p99 %.1f ms)" % idle_p99, "%.1f ms (max %.1f ms, %d probes)"
                      % (probe["p99_ms"], probe["max_ms"], probe["count"]), "< 20 ms", probe["p99_ms"] < 20,
                      "%+.0f%%" % (100 * (probe["p99_ms"] / 20 - 1)))
+
+
+    # 6. side by side with the bare reference relay
+
+    def relay(self) -> None:
+        SideBySide(self).run()
 
 
 def size_name(size: int) -> str:
