@@ -59,6 +59,8 @@ class SideBySide:
             echo("6. imgurd next to the reference relay: SKIPPED, no %s (it lives in ../shared/bench/ next to "
                  "the repository)" % RELAY)
             bench.details["6_relay"] = {"skipped": "no %s" % RELAY}
+            bench.row("6", "imgurd next to the reference relay", "skipped: no ../shared/bench/reference_relay.py",
+                      "report", None, "")
             return
         count = 1000 if bench.quick else 3000
         echo("6. imgurd next to the reference relay (%s): %d images of 100 KB per turn, C=%d, jobs of 10 and 100, "
