@@ -4,12 +4,16 @@
 
 Prints one JSON line ``{"port": P, "control": Q, "pid": N}`` once listening (127.0.0.1 only), then
 serves until stdin closes or SIGTERM. The control port takes ``POST /latency?seconds=S[&jitter=J]``
-(the origin's latency then varies per request, uniformly within S * (1 +/- J)) and ``GET /stats``.
+(the origin's latency then varies per request, uniformly within S * (1 +/- J)), ``GET /stats``,
+``POST /timeline?on=1|0`` and ``GET /timeline`` (see ``Timeline``).
 
 The origin serves any ``/img/<size>/<seed>.jpg``: a JPEG-looking body of exactly ``size`` bytes,
 distinct per seed (so identical-bytes reuse does not skip uploads), made when asked for instead of
 being held in memory: 5,000 images of 100 KB would otherwise take 500 MB in this process.
 ``/status/404`` and the rest of the Origin's routes work as in the tests.
+
+The fake Imgur also takes the reference relay's ``Client-ID x`` (scenario 6), so that the relay's
+uploads cost it the same work as imgurd's.
 """
 
 import asyncio
@@ -19,13 +23,17 @@ import os
 import random
 import re
 import sys
+import time
+from typing import List, Optional
 
 from tornado import web
 
 from bench.proc import until_stopped
-from tests.fakes import FakeImgur, Origin, start_server
+from tests.fakes import (FakeImgur, Origin, _ImgurCreditsHandler, _ImgurTokenHandler, _ImgurUploadHandler,
+                         _OriginHandler, start_server)
 
 _IMG = re.compile(r"^/img/(\d+)/(\d+)\.jpg$")
+RELAY_AUTHORIZATION = "Client-ID x"  # what ../shared/bench/reference_relay.py sends
 _BASE_SIZE = 32 * 1024 * 1024
 _BASE = (os.urandom(64) * (_BASE_SIZE // 64))  # incompressible enough, and cheap to slice
 
@@ -72,6 +80,80 @@ class Bounded(collections.deque):
         super().__init__(maxlen=16)
 
 
+class Timeline:
+    """Per-request times of image requests, for the phases of scenario 6, while switched on.
+
+    Each record is ``[seed, arrived, body_received, finished, status]`` in seconds since the epoch
+    (``time.time()``, comparable with the other processes): headers in, body in (the handler starts),
+    answer written. The seed is the image's: from the URL at the origin, from the uploaded bytes
+    (``image()`` writes it after the JPEG magic) at the fake Imgur, whatever the file name.
+    """
+
+    def __init__(self) -> None:
+        self.records: Optional[List[list]] = None
+
+    def switch(self, on: bool) -> None:
+        self.records = [] if on else None
+
+    def take(self) -> List[list]:
+        records, self.records = self.records or [], ([] if self.records is not None else None)
+        return records
+
+
+class TimedOriginHandler(_OriginHandler):
+    body_received = 0.0
+
+    def prepare(self) -> None:
+        self.body_received = time.time()
+
+    def on_finish(self) -> None:
+        records = self.origin.timeline.records
+        match = _IMG.match(self.request.path)
+        if records is not None and match:
+            now = time.time()
+            arrived = now - self.request.request_time()
+            records.append([int(match.group(2)), arrived, self.body_received, now, self.get_status()])
+
+
+class TimedUploadHandler(_ImgurUploadHandler):
+    body_received = 0.0
+
+    def prepare(self) -> None:
+        self.body_received = time.time()
+
+    def _auth_error(self) -> bool:
+        if self.request.headers.get("Authorization") == RELAY_AUTHORIZATION:
+            return False
+        return super()._auth_error()
+
+    def on_finish(self) -> None:
+        fake = self.fake
+        if self.get_status() == 200:
+            fake.uploaded += 1
+        files = self.request.files.get("image")
+        if fake.timeline.records is not None and files:
+            now = time.time()
+            seed = int.from_bytes(files[0]["body"][4:12], "big")
+            fake.timeline.records.append([seed, now - self.request.request_time(), self.body_received, now,
+                                          self.get_status()])
+
+
+class BenchImgur(FakeImgur):
+    """The fake Imgur of the tests with a timeline, a count of uploads answered 200, and the relay's id."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.timeline = Timeline()
+        self.uploaded = 0
+
+    def application(self) -> web.Application:
+        return web.Application([
+            (r"/3/(?:image|upload)", TimedUploadHandler, {"fake": self}),
+            (r"/3/credits", _ImgurCreditsHandler, {"fake": self}),
+            (r"/oauth2/token", _ImgurTokenHandler, {"fake": self}),
+        ])
+
+
 class JitteryOrigin(Origin):
     """The Origin, whose ``latency`` can vary per request: ``base * uniform(1 - jitter, 1 + jitter)``.
 
@@ -80,6 +162,13 @@ class JitteryOrigin(Origin):
     """
 
     jitter = 0.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeline = Timeline()
+
+    def application(self) -> web.Application:
+        return web.Application([(r"/.*", TimedOriginHandler, {"origin": self})])
 
     @property
     def latency(self) -> float:
@@ -101,22 +190,28 @@ class Control(web.RequestHandler):
             self.fake.latency = float(self.get_query_argument("seconds"))
             if isinstance(self.fake, JitteryOrigin):
                 self.fake.jitter = float(self.get_query_argument("jitter", "0"))
+        elif what == "timeline":
+            self.fake.timeline.switch(self.get_query_argument("on") == "1")
         self.finish({"ok": True})
 
     def get(self, what: str) -> None:
         fake = self.fake
+        if what == "timeline":
+            self.finish({"records": fake.timeline.take()})
+            return
         times = os.times()
         stats = {"requests": fake.requests, "latency": fake.latency, "cpu": times.user + times.system}
         if isinstance(fake, FakeImgur):
             stats["max_in_flight"] = fake.max_in_flight
             stats["in_flight"] = fake.in_flight
+            stats["uploaded"] = fake.uploaded
             fake.max_in_flight = fake.in_flight  # a window per read
         self.finish(stats)
 
 
 async def serve(role: str) -> None:
     if role == "imgur":
-        fake = FakeImgur(client_id="bench-client-id")
+        fake = BenchImgur(client_id="bench-client-id")
         fake.uploads = Bounded()
         fake.request_times = Bounded()
     else:

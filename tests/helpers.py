@@ -1,26 +1,14 @@
 """Helpers for the tests that run the installed commands as subprocesses, as a user runs them."""
 
-import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import time
 
 import pytest
 
+from tests.daemon import imgurd_command, installed_command  # noqa: F401 (tests import them from here)
+from tests.daemon import spawn_imgurd, wait_listening
 from tests.fakes import BackgroundServers
-
-
-def installed_command(name):
-    found = shutil.which(name) or os.path.join(os.path.dirname(sys.executable), name)
-    assert os.path.exists(found), "install the package first: pip install -e '.[test]'"
-    return found
-
-
-def imgurd_command():
-    return installed_command("imgurd")
 
 
 def free_port():
@@ -30,22 +18,17 @@ def free_port():
 
 
 class Daemon:
+    """The installed imgurd with ``args``, on a port it picks (``--port 0``), or on ``port`` (a restart
+    passes the port of the process it replaces); its stderr is kept for ``stop``."""
+
     def __init__(self, *args, env=None, port=None):
-        self.port = port or free_port()  # a restart passes the port of the process it replaces
+        given = ("--port", str(port)) if port else ()  # the last --port wins
+        self.process = spawn_imgurd((*given, *args), env=env, stderr=subprocess.PIPE, text=True)
+        self.port = wait_listening(self.process, 15)
+        if self.port is None:
+            self.process.kill()
+            raise AssertionError("imgurd did not start listening: %s" % self.process.communicate()[1])
         self.base = "http://127.0.0.1:%d" % self.port
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
-        full_env.update(env or {})
-        self.process = subprocess.Popen([imgurd_command(), "--port", str(self.port), *args], env=full_env,
-                                        stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert self.process.poll() is None, self.process.stderr.read()
-                time.sleep(0.05)
-        raise AssertionError("imgurd did not start listening")
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         self.process.send_signal(sig)

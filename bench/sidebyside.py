@@ -1,0 +1,176 @@
+"""Scenario 6 (issue 16): imgurd side by side with the bare reference relay, same fakes, same run.
+
+Both services run at once, each in a process of its own probed by bench/instrument.py, and take
+turns: for each latency and job size, one service then the other (the order alternating), each
+getting ``count`` fresh 100 KB images POSTed back to back in jobs of that size. A turn ends when the
+fake Imgur has answered all its uploads; images/s runs from the first POST to that last answer.
+"""
+
+import json
+import statistics
+import time
+from typing import Any, Dict, List, Optional, Union
+
+from bench import phases
+from bench.children import OUT, RELAY, Child, Fake, Imgurd, Relay, call, echo, image_urls
+from bench.instrument import FLUSH
+
+SIZE = 100 * 1024
+CONCURRENCY = 64
+# (injected latency at both fakes, URLs per job, least imgurd / relay images/s of issue 16)
+RUNS = ((0.05, 10, 0.85), (0.05, 100, 0.85), (0.0, 10, 0.75), (0.0, 100, 0.75))
+CPU_TARGET = 1.10  # most imgurd / relay CPU per image (issue 16)
+
+Service = Union[Imgurd, Relay]
+
+
+def post_jobs(port: int, urls: List[str], batch: int) -> List[float]:
+    """POST the URLs in jobs of ``batch``, one after the other; the seconds each POST took."""
+    took = []
+    for start in range(0, len(urls), batch):
+        body = json.dumps({"urls": urls[start:start + batch]}).encode()
+        begin = time.perf_counter()
+        status, answer = call(port, "POST", "/v1/images/upload", body)
+        took.append(time.perf_counter() - begin)
+        if status != 202:
+            raise RuntimeError("POST answered %d: %s" % (status, answer[:200]))
+    return took
+
+
+def wait_uploaded(imgur: Fake, target: int, timeout: float, service: Child) -> None:
+    """Until the fake Imgur has answered ``target`` uploads with 200 since it started."""
+    deadline = time.monotonic() + timeout
+    while imgur.stats()["uploaded"] < target:
+        if time.monotonic() > deadline or service.process.poll() is not None:
+            raise RuntimeError("%s: uploads missing after %g s (see %s)" % (service.name, timeout, service.log_path))
+        time.sleep(0.05)
+
+
+class SideBySide:
+    def __init__(self, bench: Any) -> None:
+        self.bench = bench
+        self.imgur: Fake = bench.imgur
+        self.origin: Fake = bench.origin
+        self.probes = {"relay": OUT / "relay.probes", "imgurd": OUT / "imgurd-relay.probes"}
+
+    def run(self) -> None:
+        bench = self.bench
+        if not RELAY.exists():
+            echo("6. imgurd next to the reference relay: SKIPPED, no %s (it lives in ../shared/bench/ next to "
+                 "the repository)" % RELAY)
+            bench.details["6_relay"] = {"skipped": "no %s" % RELAY}
+            bench.row("6", "imgurd next to the reference relay", "skipped: no ../shared/bench/reference_relay.py",
+                      "report", None, "")
+            return
+        count = 1000 if bench.quick else 3000
+        echo("6. imgurd next to the reference relay (%s): %d images of 100 KB per turn, C=%d, jobs of 10 and 100, "
+             "50 and 0 ms at both fakes" % (RELAY, count, CONCURRENCY))
+        for path in self.probes.values():
+            path.unlink(missing_ok=True)
+        bench.latency(0, 0)
+        services: Dict[str, Service] = {}
+        results: Dict[str, Dict[str, Any]] = {}
+        try:
+            services["relay"] = Relay("relay", self.imgur, CONCURRENCY, self.probes["relay"])
+            services["imgurd"] = bench.imgurd("imgurd-relay", "--max-concurrency", str(CONCURRENCY),
+                                              "--max-per-host", str(CONCURRENCY), probes=self.probes["imgurd"])
+            for service in services.values():  # connections, curl handles, imports
+                self.turn(service, "", 2 * CONCURRENCY, CONCURRENCY)
+            self.imgur.record(True)
+            self.origin.record(True)
+            for number, (latency, batch, _) in enumerate(RUNS):
+                bench.latency(latency, latency)
+                key = "%g ms, jobs of %d" % (1000 * latency, batch)
+                results[key] = {}
+                for name in (("relay", "imgurd") if number % 2 == 0 else ("imgurd", "relay")):
+                    results[key][name] = self.turn(services[name], name, count, batch)
+                    self.echo_turn(key, name, results[key][name])
+            failed = services["imgurd"].counters().get("failed", 0)
+            assert failed == 0, "imgurd failed %d URLs: see %s" % (failed, services["imgurd"].log_path)
+        finally:
+            self.imgur.record(False)
+            self.origin.record(False)
+            bench.latency(0, 0)
+            for service in services.values():
+                service.stop()
+        bench.details["6_relay"] = {"relay": str(RELAY), "images_per_turn": count, "image_bytes": SIZE,
+                                    "concurrency": CONCURRENCY, "turns": results}
+        self.rows(results)
+
+    def turn(self, service: Service, name: str, count: int, batch: int) -> Dict[str, Any]:
+        """``count`` fresh images through ``service``; figures of the turn (none without ``name``: a warm-up)."""
+        first = self.bench.seeds(count)
+        urls = image_urls(self.origin, SIZE, first, count)
+        uploaded = self.imgur.stats()["uploaded"]
+        self.imgur.timeline(), self.origin.timeline()  # drop what came before
+        fakes_cpu = self.imgur.stats()["cpu"] + self.origin.stats()["cpu"]
+        cpu = service.cpu()
+        begin = time.time()
+        posts = post_jobs(service.port, urls, batch)
+        wait_uploaded(self.imgur, uploaded + count, 120, service)
+        cpu = service.cpu() - cpu
+        fakes_cpu = self.imgur.stats()["cpu"] + self.origin.stats()["cpu"] - fakes_cpu
+        time.sleep(FLUSH + 0.3)  # the service's probes are written every FLUSH s
+        if not name:
+            return {}
+        seeds = range(first, first + count)
+        origin = [r for r in self.origin.timeline() if r[0] in seeds]
+        imgur = [r for r in self.imgur.timeline() if r[0] in seeds and r[4] == 200]
+        end = max(r[3] for r in imgur)
+        probes = phases.read_probes(str(self.probes[name]), begin, end + 0.1)
+        elapsed = end - begin
+        return {
+            "images": count, "jobs_of": batch, "elapsed_s": elapsed, "images_per_s": count / elapsed,
+            "cpu_s": cpu, "cpu_ms_per_image": 1000 * cpu / count, "fakes_cpu_ms_per_image": 1000 * fakes_cpu / count,
+            "posts": len(posts), "post_p50_ms": 1000 * statistics.median(posts),
+            "post_p99_ms": 1000 * (phases.percentile(posts, 0.99) or 0),
+            "slot_cycle_ms": 1000 * CONCURRENCY * elapsed / count,
+            "loop_lag": phases.loop_lag(probes["L"]),
+            "fakes": phases.fake_gaps(origin, imgur, CONCURRENCY),
+            "phases_ms": phases.slot_phases(origin, imgur, probes["D"], probes["U"], CONCURRENCY),
+            "records": {"origin": len(origin), "imgur": len(imgur), "downloads": len(probes["D"]),
+                        "uploads": len(probes["U"])},
+        }
+
+    def echo_turn(self, key: str, name: str, turn: Dict[str, Any]) -> None:
+        lag = turn["loop_lag"]
+        echo("   %s, %s: %.0f images/s, %.2f ms CPU/image, POST p50 %.1f ms, loop lag p50 %.1f p99 %.1f ms"
+             % (key, name, turn["images_per_s"], turn["cpu_ms_per_image"], turn["post_p50_ms"],
+                lag["p50_ms"] or 0, lag["p99_ms"] or 0))
+        spent = turn["phases_ms"]
+        if spent:
+            echo("     slot cycle %.1f ms: %s" % (spent["cycle"], ", ".join(
+                "%s %.1f" % (short, spent[short]) for short, _ in phases.PHASES)))
+
+    def rows(self, results: Dict[str, Dict[str, Any]]) -> None:
+        row = self.bench.row
+        for latency, batch, least in RUNS:
+            key = "%g ms, jobs of %d" % (1000 * latency, batch)
+            relay, mine = results[key]["relay"], results[key]["imgurd"]
+            ratio = mine["images_per_s"] / relay["images_per_s"]
+            row("6", "images/s imgurd / relay, %s, C=%d" % (key, CONCURRENCY),
+                "%.0f / %.0f = %.2f" % (mine["images_per_s"], relay["images_per_s"], ratio),
+                ">= %.2f" % least, ratio >= least, "%+.0f%%" % (100 * (ratio / least - 1)))
+            cpu = mine["cpu_ms_per_image"] / relay["cpu_ms_per_image"]
+            row("6", "CPU per image imgurd / relay, %s" % key,
+                "%.2f / %.2f ms = %.2f" % (mine["cpu_ms_per_image"], relay["cpu_ms_per_image"], cpu),
+                "<= %.2f" % CPU_TARGET, cpu <= CPU_TARGET, "%+.0f%%" % (100 * (cpu / CPU_TARGET - 1)))
+            row("6", "POST p50 meanwhile; loop lag p50 / p99, %s" % key,
+                "imgurd %.1f ms, relay %.1f ms; lag imgurd %s, relay %s"
+                % (mine["post_p50_ms"], relay["post_p50_ms"], lag_text(mine), lag_text(relay)), "report", None, "")
+            row("6", "slot cycle relay -> imgurd and its phases (ms), %s" % key,
+                phases_text(relay["phases_ms"], mine["phases_ms"]), "report", None, "")
+
+
+def lag_text(turn: Dict[str, Any]) -> str:
+    lag = turn["loop_lag"]
+    if not lag["samples"]:
+        return "n/a"
+    return "%.1f / %.1f ms" % (lag["p50_ms"], lag["p99_ms"])
+
+
+def phases_text(relay: Optional[Dict[str, float]], mine: Optional[Dict[str, float]]) -> str:
+    if not relay or not mine:
+        return "n/a (records missing)"
+    return "cycle %.0f -> %.0f: %s" % (relay["cycle"], mine["cycle"], ", ".join(
+        "%s %.1f -> %.1f" % (short, relay[short], mine[short]) for short, _ in phases.PHASES))
