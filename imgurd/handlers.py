@@ -10,7 +10,7 @@ from typing import Any, Optional
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 
-from .jobs import LINK_BLOCK, JobStore, encode
+from .jobs import LINK_BLOCK, JobStore, encode, job_bytes
 from .urls import check_urls
 
 log = logging.getLogger("imgurd.api")
@@ -131,7 +131,15 @@ class UploadHandler(ApiHandler):
                 % (store.backlog, len(urls), self.config.max_queued_urls),
                 {"Retry-After": str(BACKLOG_RETRY_AFTER)},
             )
-        job = store.add(urls, key)
+        size = job_bytes(urls, key)
+        if not store.fits(size):
+            raise ApiError(
+                503,
+                "too much job data held: unfinished jobs hold %d bytes, this job adds %d, at most %d "
+                "(max_retained_bytes); retry later" % (store.unfinished_bytes, size, store.max_retained_bytes),
+                {"Retry-After": str(BACKLOG_RETRY_AFTER)},
+            )
+        job = store.add(urls, key, size)
         self.service.job_accepted(job)
         self._accepted(job.id)
 

@@ -25,7 +25,7 @@ class Service:
     def __init__(self, config) -> None:
         self.config = config
         self.stopping = False  # set when shutdown begins: no new jobs
-        self.store = JobStore(config.job_ttl, config.max_jobs)
+        self.store = JobStore(config.job_ttl, config.max_jobs, max_retained_bytes=config.max_retained_bytes)
         # Every transfer holds a semaphore slot while it uses curl, so neither client ever has to queue
         # a request (tornado would count that wait against connect_timeout). Downloads have a client
         # of their own: its connection pool holds only connections the network guard approved, so a
@@ -53,6 +53,7 @@ class Service:
         log.info("accepted job=%s with %d URLs", job.id, len(job), extra={"job": job.id})
         self.metrics.jobs_accepted.inc()
         self.metrics.urls_accepted.inc(len(job))
+        self._evict()  # finished jobs beyond max_retained_bytes make room for this one now
         self.pipeline.wake()
 
     def _evict(self) -> None:
