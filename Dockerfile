@@ -6,6 +6,8 @@
 #
 # Configuration comes from IMGURD_<KEY> environment variables (IMGURD_CLIENT_ID is
 # required); pass secrets at run time (`--env-file`), never at build time.
+# The container listens on 0.0.0.0: set IMGURD_API_TOKEN, or anyone who can reach the
+# port can submit jobs and spend your Imgur upload quota (imgurd warns at start-up).
 # Extra arguments are appended to the command line: `docker run imgurd --version`.
 FROM python:3.11-slim
 

@@ -30,13 +30,13 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, *args, env=None):
+    def __init__(self, *args, env=None, preexec_fn=None):
         self.port = free_port()
         self.base = "http://127.0.0.1:%d" % self.port
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
         full_env.update(env or {})
         self.process = subprocess.Popen([imgurd_command(), "--port", str(self.port), *args], env=full_env,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:

@@ -1,13 +1,21 @@
 """Holding under hostile load (SPEC 3): retained bytes, connections, descriptors, tarpits, slots."""
 
+import http.client
+import logging
+import os
+import resource
+import socket
 import sys
+import time
 import tracemalloc
 
 import pytest
 from tornado import gen
+from tornado.iostream import IOStream
 
 from imgurd import jobs
 from tests.fakes import JPEG
+from tests.helpers import Daemon, servers  # noqa: F401  (servers: a fixture)
 
 MB = 1024 * 1024
 
@@ -103,3 +111,157 @@ def test_retained_bytes_count_at_least_the_memory_jobs_take():
         # links also enter the process-wide list of links, which eviction does not shrink: not counted
         registry = link_registry_bytes(store) - registry_before
         assert held - registry <= counted <= 1.6 * held, (count, per_job, length, succeed, held, counted)
+
+
+# --- connections: a limit on their number and on the bodies they hold
+
+
+async def raw_connection(port):
+    stream = IOStream(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    await stream.connect(("127.0.0.1", port))
+    return stream
+
+
+async def until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in %s s" % timeout
+        await gen.sleep(0.01)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_connections_beyond_max_connections_are_closed_at_once(start_service):
+    api = start_service(max_connections=5)
+    held = [await raw_connection(api.port) for _ in range(5)]
+    await until(lambda: api.server.open_connections == 5)
+    extra = await raw_connection(api.port)
+    await extra.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await extra.read_until_close() == b""  # closed without an answer
+    assert api.server.refused >= 1 and api.server.open_connections == 5
+    held.pop().close()
+    await until(lambda: api.server.open_connections == 4)
+    code, document, _ = await api.call("GET", "/healthz")  # room again: served
+    assert code == 200
+    for stream in held:
+        stream.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_bodies_arriving_at_once_are_bounded_then_503(start_service):
+    """Connections that send most of a POST body and stall hold at most RECEIVING_BODIES x max_body_bytes."""
+    from imgurd.handlers import RECEIVING_BODIES
+
+    api = start_service(max_body_bytes=10_000)
+    limit = RECEIVING_BODIES * 10_000
+    streams, answers = [], []
+    for _ in range(RECEIVING_BODIES + 4):
+        stream = await raw_connection(api.port)
+        await stream.write(b"POST /v1/images/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n"
+                           + b" " * 9000)
+        streams.append(stream)
+    await until(lambda: api.service.receiving_bytes >= (RECEIVING_BODIES - 1) * 9000)
+    await gen.sleep(0.2)
+    assert api.service.receiving_bytes <= limit
+    for stream in streams[RECEIVING_BODIES:]:  # the ones past the limit were answered and closed
+        answer = await stream.read_until_close()
+        answers.append(answer)
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: " in answer, answer
+        assert b"too many request bodies" in answer
+    for stream in streams[:RECEIVING_BODIES]:
+        stream.close()
+    await until(lambda: api.service.receiving_bytes == 0)  # released when the stalled clients went away
+    code, _, _ = await api.call("POST", "/v1/images/upload", {"urls": ["http://127.0.0.1:9/a.jpg"]})
+    assert code == 202
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_routes_without_bodies_do_not_buffer_large_ones(start_service):
+    api = start_service()
+    stream = await raw_connection(api.port)
+    await stream.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 65536)
+    answer = await stream.read_until_close()
+    assert not answer.startswith(b"HTTP/1.1 200"), answer  # refused, not buffered up to 2 MiB
+
+
+# --- running out of file descriptors: accepting pauses, nothing spins, open connections are served
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_pauses_accepting_without_spinning(servers):
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    daemon = Daemon("--api-url", servers.imgur.url, "--log-level", "info",
+                    env={"IMGURD_CLIENT_ID": servers.imgur.client_id}, preexec_fn=low_limit)
+    flood = []
+    try:
+        kept = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)  # open before the flood
+        kept.request("GET", "/healthz")
+        assert kept.getresponse().read() == b'{"status":"ok"}'
+        for _ in range(100):  # more than the 64 descriptors the daemon may hold
+            flood.append(socket.create_connection(("127.0.0.1", daemon.port), timeout=5))
+        time.sleep(0.5)
+        before = cpu_seconds(daemon.process.pid)
+        time.sleep(1.0)
+        spent = cpu_seconds(daemon.process.pid) - before
+        kept.request("GET", "/healthz")  # the connections already open are still served
+        assert kept.getresponse().read() == b'{"status":"ok"}'
+        for sock in flood:
+            sock.close()
+        flood = []
+        deadline = time.monotonic() + 10
+        while True:  # accepting resumes once descriptors are free again
+            try:
+                fresh = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=2)
+                fresh.request("GET", "/healthz")
+                assert fresh.getresponse().status == 200
+                fresh.close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        kept.close()
+    finally:
+        for sock in flood:
+            sock.close()
+        code, err = daemon.stop()
+    assert code == 0, err
+    assert "file descriptor limit (64) is below what max_connections=1000 needs" in err
+    assert err.count("out of file descriptors (EMFILE)") == 1, err[-3000:]  # one warning, rate-limited
+    assert "Traceback" not in err and "Too many open files" not in err, err[-3000:]
+    assert spent < 0.5, "the daemon used %.2f s of CPU in 1 s while out of descriptors" % spent
+
+
+@pytest.mark.parametrize("addresses, token, warns", [
+    (["0.0.0.0"], None, True), (["::"], None, True), (["127.0.0.1"], None, False), (["::1"], None, False),
+    (["127.0.0.2", "::1"], None, False), (["0.0.0.0"], "a-token", False), (["127.0.0.1", "203.0.113.5"], None, True),
+])
+def test_listening_beyond_loopback_without_api_token_warns(caplog, addresses, token, warns):
+    from imgurd import listener
+
+    caplog.set_level(logging.WARNING)
+    assert listener.warn_if_exposed(addresses, token) == warns
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if warns:
+        assert len(warnings) == 1 and "without api_token" in warnings[0] and "Imgur upload quota" in warnings[0]
+    else:
+        assert not warnings
+
+
+def test_repeated_warnings_are_rate_limited(caplog):
+    from imgurd.listener import RateLimitedWarning
+
+    caplog.set_level(logging.WARNING)
+    now = [0.0]
+    warn = RateLimitedWarning(60, clock=lambda: now[0])
+    for _ in range(1000):
+        warn("out of file descriptors")
+    now[0] = 61
+    warn("out of file descriptors")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["out of file descriptors", "out of file descriptors (999 more like it since the last warning)"]
