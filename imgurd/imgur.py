@@ -6,10 +6,9 @@ import uuid
 from typing import Optional, Tuple
 
 import pycurl
-from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from . import USER_AGENT, backoff
+from . import USER_AGENT, backoff, slots
 from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
 from .oauth import TokenSource, imgur_error_message
@@ -131,7 +130,7 @@ class ImgurClient:
                         raise
                     wait = max(wait, error.retry_after)
                 log.debug("upload attempt %d failed (%s); retrying in %.1f s", attempt, error.reason, wait)
-                await gen.sleep(wait)
+                await slots.retry_sleep(wait)  # holding no transfer slot meanwhile
 
     async def _attempt(self, body: _BodyStream, content_type: str) -> Tuple[str, Optional[str]]:
         auth = await self.tokens.header()

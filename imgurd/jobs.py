@@ -209,16 +209,28 @@ class JobStore:
 
     # --- scheduling
 
-    def next_item(self) -> Optional[Item]:
-        """The next URL to transfer, one job at a time in turn, so a small job is never stuck behind a big one."""
-        if not self._runnable:
-            return None
-        job = self._runnable.popleft()
-        item = Item(job, job.next_index)
-        job.next_index += 1
-        if job.next_index < len(job):
-            self._runnable.append(job)
-        return item
+    def next_item(self, admit: Optional[Callable[[Job, str], bool]] = None) -> Optional[Item]:
+        """The next URL to transfer, one job at a time in turn, so a small job is never stuck behind a big one.
+
+        ``admit(job, url)`` may refuse the job's next URL (its host is full): the job then leaves the
+        run queue, held by whoever refused it until ``requeue``. Each job is looked at once at most
+        per refusal, so a call costs O(1) amortised, whatever the backlog.
+        """
+        runnable = self._runnable
+        while runnable:
+            job = runnable.popleft()
+            if admit is not None and not admit(job, job.urls[job.next_index]):
+                continue
+            item = Item(job, job.next_index)
+            job.next_index += 1
+            if job.next_index < len(job):
+                runnable.append(job)
+            return item
+        return None
+
+    def requeue(self, job: Job) -> None:
+        """A job refused by ``admit`` may go on: it is served next."""
+        self._runnable.appendleft(job)
 
     # --- the list of links
 

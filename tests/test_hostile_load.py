@@ -3,6 +3,7 @@
 import http.client
 import logging
 import os
+import re
 import resource
 import socket
 import sys
@@ -265,3 +266,119 @@ def test_repeated_warnings_are_rate_limited(caplog):
     warn("out of file descriptors")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["out of file descriptors", "out of file descriptors (999 more like it since the last warning)"]
+
+
+# --- tarpits and retries cannot hold every transfer slot
+
+
+def unfinished(document):
+    return document["status"] != "complete"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_at_most_max_per_host_downloads_in_flight_to_one_host(start_service, origin, imgur):
+    api = start_service(max_concurrency=8, max_per_host=2)
+    urls = [origin.url("/hang/0.3?%d" % i) for i in range(6)]
+    other = [origin.url("/hang/0.3?other%d" % i, host="localhost") for i in range(2)]
+    report = await api.wait(await api.submit(urls + other))
+    assert report["uploaded"]["failed"] == [], report
+    assert origin.max_in_flight == 4  # 2 by the name 127.0.0.1, 2 by the name localhost (same origin)
+    assert not api.service.pipeline.hosts.busy and not api.service.pipeline.hosts.waiting  # nothing kept
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_tarpit_jobs_cannot_hold_every_slot(start_service, origin, imgur):
+    """Six one-URL jobs to a tarpit (4 KiB/s: never cut as stalled) and a victim's job to another host."""
+    api = start_service(max_concurrency=2, max_per_host=1)
+    tarpits = [await api.submit([origin.url("/drip/8?%d" % i)]) for i in range(6)]
+    await gen.sleep(0.3)
+    origin.add("/victim.jpg", JPEG)
+    victim = await api.submit([origin.url("/victim.jpg", host="localhost")])
+    report = await api.wait(victim, timeout=20)
+    assert report["images"][0]["status"] == "complete", report
+    assert all([unfinished(await api.job(job)) for job in tarpits])  # served while the tarpits still drip
+    assert origin.max_in_flight == 2  # one tarpit download (max_per_host) and the victim's
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_url_waiting_to_retry_holds_no_transfer_slot(start_service, origin, imgur):
+    api = start_service(max_concurrency=1, max_attempts=2)
+    origin.add("/later.jpg", JPEG)
+    origin.fail_first("/later.jpg", 503)  # answered with Retry-After: 3
+    waiting = await api.submit([origin.url("/later.jpg?retry_after=3")])
+    await gen.sleep(0.3)
+    other = await api.submit([origin.add("/now.jpg", JPEG[:-1] + b"\x01\xff\xd9")])
+    report = await api.wait(other, timeout=20)
+    assert report["images"][0]["status"] == "complete"
+    assert unfinished(await api.job(waiting))  # the only slot was free while it slept
+    assert (await api.wait(waiting))["images"][0]["status"] == "complete"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_url_waiting_to_retry_holds_no_host_slot(start_service, origin, imgur):
+    api = start_service(max_concurrency=4, max_per_host=1, max_attempts=2)
+    origin.add("/later.jpg", JPEG)
+    origin.fail_first("/later.jpg", 503)
+    waiting = await api.submit([origin.url("/later.jpg?retry_after=3")])
+    await gen.sleep(0.3)
+    other = await api.submit([origin.add("/same-host.jpg", JPEG[:-1] + b"\x02\xff\xd9")])
+    report = await api.wait(other, timeout=20)
+    assert report["images"][0]["status"] == "complete"
+    assert unfinished(await api.job(waiting))
+    assert (await api.wait(waiting))["images"][0]["status"] == "complete"
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_download_attempts_share_one_request_timeout(start_service, origin):
+    """A tarpit that drips just fast enough is cut at request_timeout, once: not max_attempts times."""
+    api = start_service(request_timeout=3, max_attempts=4)
+    image = (await api.wait(await api.submit([origin.url("/drip/30")]), timeout=30))["images"][0]
+    assert image["status"] == "failed"
+    assert origin.hits["/drip/30"] == 1, origin.hits
+    assert image["error"] == ("timed out after 3 s talking to 127.0.0.1 "
+                              "(after 1 attempts, request_timeout of 3 s used up)")
+
+
+@pytest.mark.gen_test(timeout=40)
+async def test_a_retry_gets_what_is_left_of_request_timeout(start_service, origin):
+    api = start_service(request_timeout=4, max_attempts=4)
+    origin.latency = 1.0  # every answer starts 1 s late: the first attempt spends 1 s on a 503
+    origin.fail_first("/drip/30", 503)
+    image = (await api.wait(await api.submit([origin.url("/drip/30")]), timeout=30))["images"][0]
+    assert origin.hits["/drip/30"] == 2, origin.hits  # the 503, then one attempt cut at what was left
+    match = re.match(r"timed out after ([0-9.]+) s talking to 127\.0\.0\.1 "
+                     r"\(after 2 attempts, request_timeout of 4 s used up\)\Z", image["error"])
+    assert match and 2.5 <= float(match.group(1)) <= 3.05, image["error"]
+
+
+def test_scheduler_holds_jobs_of_a_full_host_aside_at_constant_cost():
+    from imgurd.slots import HostSlots, host_of
+
+    store = jobs.JobStore(job_ttl=10, max_jobs=10 ** 6)
+    hosts = HostSlots(1, store.requeue)
+    calls = []
+
+    def admit(job, url):
+        calls.append(url)
+        host = host_of(url)
+        if hosts.try_take(host):
+            return True
+        hosts.park(host, job)
+        return False
+
+    slow = [store.add(["https://slow.example/%d/%d.jpg" % (i, n) for n in range(3)]) for i in range(1000)]
+    fast = store.add(["https://fast.example/a.jpg"])
+    first = store.next_item(admit)
+    assert first.job is slow[0] and len(calls) == 1
+    calls.clear()
+    second = store.next_item(admit)  # the other 999 slow jobs are looked at once each, then held aside
+    assert second.job is fast and len(calls) == 1000
+    calls.clear()
+    assert store.next_item(admit) is None and len(calls) == 1  # slow[0] itself, then held aside too
+    calls.clear()
+    assert store.next_item(admit) is None and not calls  # nothing runnable: no work at all
+    hosts.release("slow.example")  # the first transfer to slow.example ended: the first job held goes on
+    third = store.next_item(admit)
+    assert third.job is slow[1] and len(calls) == 1  # in the order they were held aside: fair
+    hosts.release("fast.example")
+    assert hosts.busy == {"slow.example": 1}
