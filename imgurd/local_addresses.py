@@ -4,8 +4,8 @@ A public address of the host (or one of a container's) is no special-purpose add
 download to it reaches every service of the host listening on 0.0.0.0, imgurd's own /metrics
 included. On Linux the kernel's list is read over rtnetlink (RTM_GETADDR, what ``ip addr`` does):
 every address of every interface, secondary ones included, both families, in well under a
-millisecond. Elsewhere ``/proc`` and ``getifaddrs`` are missing, so only the loopback addresses
-are known and the guard relies on classification alone (logged once at start-up).
+millisecond (about 0.1 ms). Where rtnetlink cannot be read (not Linux), only the loopback
+addresses are known, the guard relies on the special-purpose table alone, and a WARNING says so once.
 
 The list is re-read at most once every ``REFRESH_SECONDS``, when a connection is checked: an
 address added by DHCP or SLAAC is refused within a second, and an idle service reads nothing.
@@ -16,7 +16,9 @@ import logging
 import socket
 import struct
 import time
-from typing import Callable, FrozenSet, Iterable, List, Optional, Union
+from typing import Callable, Container, FrozenSet, List, Union
+
+from . import special_addresses
 
 log = logging.getLogger("imgurd.netguard")
 
@@ -94,14 +96,22 @@ def read_netlink() -> FrozenSet[Address]:
     return frozenset(found)
 
 
+_warned = []  # a failed read is reported once, not at every refresh
+
+
 def read() -> FrozenSet[Address]:
     """This host's addresses; at least the loopback ones when the kernel's list cannot be read."""
     if hasattr(socket, "AF_NETLINK"):
         try:
             return read_netlink() | ALWAYS_LOCAL
         except OSError as error:
-            log.warning("cannot read this host's addresses over netlink (%s); "
-                        "only special-purpose addresses are refused", error)
+            why = str(error)
+    else:
+        why = "no rtnetlink on this system"
+    if not _warned:
+        _warned.append(why)
+        log.warning("cannot read this host's own addresses (%s): beyond loopback, only special-purpose "
+                    "addresses are refused", why)
     return ALWAYS_LOCAL
 
 
@@ -126,12 +136,12 @@ class LocalAddresses:
         return ip in self.current()
 
 
-def owned(ip: Address, addresses: Iterable[Address]) -> bool:
-    """Whether ``ip`` (or the IPv4 address it maps, for ``::ffff:a.b.c.d``) is one of ``addresses``."""
+def owned(ip: Address, addresses: Container[Address]) -> bool:
+    """Whether ``ip``, or the IPv4 address it stands for (IPv4-mapped or NAT64), is one of ``addresses``."""
     if ip.version == 6:
         if ip.scope_id:  # type: ignore[union-attr]
             ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
-        mapped: Optional[ipaddress.IPv4Address] = ip.ipv4_mapped  # type: ignore[union-attr]
-        if mapped is not None:
-            ip = mapped
+        inner = special_addresses.embedded_ipv4(ip)  # type: ignore[arg-type]
+        if inner is not None:
+            ip = inner
     return ip in addresses

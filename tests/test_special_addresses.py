@@ -161,6 +161,7 @@ def test_own_addresses_are_refused_in_every_form():
     own = frozenset(map(ipaddress.ip_address, ["203.0.113.7", "2001:db8::7", "8.8.4.4", "2606:4700::7"]))
     assert classify("8.8.4.4", own) == OWN_ADDRESS
     assert classify("::ffff:8.8.4.4", own) == OWN_ADDRESS
+    assert classify("64:ff9b::808:404", own) == OWN_ADDRESS  # through a NAT64 translator
     assert classify("2606:4700::7", own) == OWN_ADDRESS
     assert classify("2606:4700::8", own) is None and classify("8.8.8.8", own) is None
     assert classify("203.0.113.7", own) == "documentation"  # the more telling reason wins
