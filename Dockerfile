@@ -8,6 +8,8 @@
 # Configuration comes from IMGURD_<KEY> environment variables (IMGURD_CLIENT_ID is
 # required unless --dry-run); pass secrets at run time (`--env-file`, or secrets
 # mounted as files with CREDENTIALS_DIRECTORY=/run/secrets), never at build time.
+# The container listens on 0.0.0.0: set IMGURD_API_TOKEN, or anyone who can reach the
+# port can submit jobs and spend your Imgur upload quota (imgurd warns at start-up).
 # Extra arguments are appended to the command line: `docker run imgurd --version`.
 #
 # Jobs and links survive a restart only with a state file on a volume (opt-in; see

@@ -8,14 +8,14 @@ of the image is made on the way.
 
 import hashlib
 import logging
+import time
 import urllib.parse
 from typing import Optional, Tuple
 
 import pycurl
-from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from . import USER_AGENT, backoff, netguard
+from . import USER_AGENT, backoff, netguard, slots
 from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
 from .urls import fetch_form
@@ -30,6 +30,7 @@ RECEIVE_BUFFER = 256 * 1024  # curl's receive buffer: fewer, larger WRITEFUNCTIO
 # that ask for them) sends one of those and nothing needs converting; anything else still comes, and is
 # converted or refused by type.
 ACCEPT = "image/jpeg,image/png,image/gif,image/apng,image/tiff;q=0.9,image/bmp;q=0.9,image/*;q=0.5,*/*;q=0.1"
+MIN_ATTEMPT = 1.0  # seconds: with less of request_timeout left, no further attempt is made
 
 
 class _Body:
@@ -64,29 +65,52 @@ class Downloader:
 
     async def fetch_hashed(self, url: str, hashing: bool = True) -> Tuple[bytearray, Optional[bytes]]:
         """The body of ``url`` and its SHA-256 digest (None unless ``hashing``), or TransferError with
-        the reason. Retries what is worth retrying."""
+        the reason. Retries what is worth retrying.
+
+        ``request_timeout`` bounds the attempts of one URL together, not each one: a tarpit that
+        answers just fast enough not to be cut as stalled holds a transfer slot for request_timeout
+        in all, not max_attempts times over. The waits between attempts hold no slot (slots.py).
+        """
+        try:
+            return await self._fetch_attempts(url, hashing)
+        finally:
+            slots.leave_host()  # the origin's slot goes to the next download from it
+
+    async def _fetch_attempts(self, url: str, hashing: bool) -> Tuple[bytearray, Optional[bytes]]:
+        config = self.config
         target = fetch_form(url)
         attempt = 0
+        spent = 0.0
         while True:
             attempt += 1
+            started = time.monotonic()
             try:
-                return await self._fetch_once(target, hashing)
+                return await self._fetch_once(target, hashing, config.request_timeout - spent)
             except TransferError as error:
-                if not error.retryable or attempt >= self.config.max_attempts:
+                spent += time.monotonic() - started
+                if not error.retryable or attempt >= config.max_attempts:
                     if error.retryable and attempt > 1:
                         error.reason += " (after %d attempts)" % attempt
                     raise
+                if config.request_timeout - spent < MIN_ATTEMPT:
+                    error.reason += " (after %d attempts, request_timeout of %g s used up)" % (
+                        attempt, config.request_timeout)
+                    raise
                 wait = backoff.delay(attempt)
                 if error.retry_after is not None:
-                    if error.retry_after > self.config.request_timeout:
+                    if error.retry_after > config.request_timeout:
                         error.reason += " (asked to retry after %d s)" % error.retry_after
                         raise
                     wait = max(wait, error.retry_after)
                 log.debug("download of %s failed (%s); retry %d in %.1f s", url, error.reason, attempt, wait)
-                await gen.sleep(wait)
+                await slots.retry_sleep(wait)
 
-    async def _fetch_once(self, url: str, hashing: bool) -> Tuple[bytearray, Optional[bytes]]:
+    async def _fetch_once(self, url: str, hashing: bool, timeout: float) -> Tuple[bytearray, Optional[bytes]]:
+        """One attempt, allowed ``timeout`` seconds (what is left of request_timeout)."""
         config = self.config
+        if timeout < config.request_timeout:  # a later attempt: its reasons name the time it had
+            timeout = round(timeout, 1)
+            config = config.replace(request_timeout=timeout, connect_timeout=min(config.connect_timeout, timeout))
         body = _Body(config.max_image_bytes, hashing)
         guard = self.new_guard()
 

@@ -10,12 +10,13 @@ from typing import Any, Optional
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 
-from .jobs import LINK_BLOCK, JobStore, encode
+from .jobs import LINK_BLOCK, JobStore, encode, job_bytes
 from .urls import check_urls
 
 log = logging.getLogger("imgurd.api")
 
 BACKLOG_RETRY_AFTER = 5  # seconds suggested to a client refused for a full backlog
+RECEIVING_BODIES = 8  # POST bodies held while they arrive, all connections: at most this many x max_body_bytes
 MAX_IDEMPOTENCY_KEY = 200
 MAX_INDEX = 10 ** 18  # ?offset= and ?limit= above this are taken as this: no list is that long
 
@@ -91,10 +92,12 @@ class ApiHandler(JsonHandler):
 class UploadHandler(ApiHandler):
     """``POST /v1/images/upload``: validate everything, then accept the whole job or none of it."""
 
+    _held = 0  # bytes of this body counted in service.receiving_bytes (0 until prepare() ran)
+
     def prepare(self) -> None:
-        super().prepare()
         self._chunks: list = []
         self._size = 0
+        super().prepare()
         limit = self.config.max_body_bytes
         # tornado drops the connection past its own limit without an answer: keep that limit well
         # above ours, so a body (chunked, without Content-Length) a little too large still gets a 413
@@ -108,15 +111,39 @@ class UploadHandler(ApiHandler):
             return
         self._size += len(chunk)
         if self._size <= self.config.max_body_bytes:
+            service = self.service
+            if service.receiving_bytes + len(chunk) > RECEIVING_BODIES * self.config.max_body_bytes:
+                # bodies that arrive slowly (or stall) on many connections would hold memory without bound
+                self._release()
+                self.set_header("Connection", "close")
+                error = ApiError(503, "too many request bodies are arriving at once; retry later",
+                                 {"Retry-After": str(BACKLOG_RETRY_AFTER)})
+                self.send_error(503, exc_info=(ApiError, error, None))
+                return
+            service.receiving_bytes += len(chunk)
+            self._held += len(chunk)
             self._chunks.append(chunk)
             return
         # A body without Content-Length (chunked) has just passed the limit: answer now, keep nothing
-        self._chunks = []
+        self._release()
         error = ApiError(413, "request body is larger than %d bytes (max_body_bytes)" % self.config.max_body_bytes)
         self.send_error(413, exc_info=(ApiError, error, None))
 
+    def _release(self) -> None:
+        """Let go of the body received so far (answered, done, or the client went away)."""
+        self._chunks = []
+        self.service.receiving_bytes -= self._held
+        self._held = 0
+
+    def on_finish(self) -> None:
+        self._release()
+
+    def on_connection_close(self) -> None:
+        self._release()
+        super().on_connection_close()
+
     def post(self) -> None:
-        if self._finished:  # data_received answered 413
+        if self._finished:  # data_received answered 413 or 503
             return
         if self.service.stopping:
             self.set_header("Connection", "close")
@@ -143,7 +170,15 @@ class UploadHandler(ApiHandler):
                 % (store.backlog, len(urls), self.config.max_queued_urls),
                 {"Retry-After": str(BACKLOG_RETRY_AFTER)},
             )
-        job = store.add(urls, key)
+        size = job_bytes(urls, key)
+        if not store.fits(size):
+            raise ApiError(
+                503,
+                "too much job data held: unfinished jobs hold %d bytes, this job adds %d, at most %d "
+                "(max_retained_bytes); retry later" % (store.unfinished_bytes, size, store.max_retained_bytes),
+                {"Retry-After": str(BACKLOG_RETRY_AFTER)},
+            )
+        job = store.add(urls, key, size)
         self.service.job_accepted(job)
         self._accepted(job.id)
 

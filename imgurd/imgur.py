@@ -7,10 +7,9 @@ import uuid
 from typing import Optional, Tuple
 
 import pycurl
-from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
-from . import USER_AGENT, backoff
+from . import USER_AGENT, backoff, slots
 from .answers import error_message, looks_like_html
 from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
@@ -143,7 +142,7 @@ class ImgurClient:
                                         "rate_limit") from None
                 pause = backoff.delay(refused, cap=REFUSED_BACKOFF_CAP)  # spread the retries, whatever the gate says
                 log.debug("upload refused with 429 (%s); waiting for Imgur's budget", limited.reason)
-                await gen.sleep(pause)
+                await slots.retry_sleep(pause)  # holding no transfer slot meanwhile
             except TransferError as error:
                 if not error.retryable or attempt >= self.config.max_attempts:
                     if error.retryable:
@@ -157,7 +156,7 @@ class ImgurClient:
                         raise
                     wait = max(wait, error.retry_after)
                 log.debug("upload attempt %d failed (%s); retrying in %.1f s", attempt, error.reason, wait)
-                await gen.sleep(wait)
+                await slots.retry_sleep(wait)  # holding no transfer slot meanwhile
 
     async def _attempt(self, body: _BodyStream, content_type: str) -> Tuple[str, Optional[str]]:
         auth = await self.tokens.header()

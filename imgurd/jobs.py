@@ -7,6 +7,7 @@ request handlers never do work proportional to the backlog.
 import collections
 import datetime
 import json
+import sys
 import time
 import uuid
 from typing import Callable, Deque, Dict, Iterator, List, Optional, OrderedDict, Sequence
@@ -20,6 +21,21 @@ EVICT_BATCH = 1000  # most jobs evicted in one call, so a sweep never holds the 
 FINISHED_JSON_CACHE = 32  # encoded reports of finished jobs kept: they never change, and clients poll them
 FINISHED_JSON_BYTES = 16 * 1024 * 1024  # ... and at most this many bytes of them
 LINK_BLOCK = 2048  # links per block of encoded JSON kept for GET /v1/images
+
+# What a retained job costs beyond the text of its URLs, reasons and links (each counted with
+# sys.getsizeof), measured with tracemalloc (tests/test_retained_bytes.py checks the count stays above it)
+JOB_OVERHEAD = 800  # the Job object, its id, its lists, bytearray and dict, its entries in the store's dicts
+URL_OVERHEAD = 16  # a URL's slot in the list of URLs and its state byte
+ERROR_OVERHEAD = 80  # an entry of a job's dict of reasons
+LINK_SLOT = 8  # a slot of a job's list of links (made for every URL at the first link)
+
+
+def job_bytes(urls: Sequence[str], idempotency_key: Optional[str] = None) -> int:
+    """The bytes a new job of ``urls`` is counted for against ``max_retained_bytes``."""
+    size = JOB_OVERHEAD + URL_OVERHEAD * len(urls) + sum(map(sys.getsizeof, urls))
+    if idempotency_key is not None:
+        size += sys.getsizeof(idempotency_key)
+    return size
 
 
 def encode(document: object) -> bytes:
@@ -65,9 +81,9 @@ class Item:
 
 class Job:
     __slots__ = ("id", "created", "finished", "urls", "states", "links", "errors", "next_index", "started",
-                 "done", "idempotency_key", "finished_at")
+                 "done", "idempotency_key", "finished_at", "size")
 
-    def __init__(self, urls: Sequence[str], idempotency_key: Optional[str] = None) -> None:
+    def __init__(self, urls: Sequence[str], idempotency_key: Optional[str] = None, size: int = 0) -> None:
         self.id = str(uuid.uuid4())
         self.created = time.time()
         self.finished: Optional[float] = None  # wall clock, for the API
@@ -80,6 +96,7 @@ class Job:
         self.started = 0
         self.done = 0
         self.idempotency_key = idempotency_key
+        self.size = size  # bytes counted against max_retained_bytes (job_bytes, plus reasons and links)
 
     def __len__(self) -> int:
         return len(self.urls)
@@ -124,11 +141,21 @@ class Job:
 
 
 class JobStore:
-    """All jobs, the backlog count, the list of uploaded links, and the round-robin run queue."""
+    """All jobs, the backlog count, the list of uploaded links, and the round-robin run queue.
 
-    def __init__(self, job_ttl: float, max_jobs: int, clock: Callable[[], float] = time.monotonic) -> None:
+    Retained jobs are bounded in number (``max_jobs``), age (``job_ttl``) and bytes
+    (``max_retained_bytes``: URLs, reasons and links, with what holds them): finished jobs beyond any
+    of them are evicted, oldest finished first. Unfinished jobs cannot be evicted, so a job is
+    accepted only while the unfinished ones fit (``fits``).
+    """
+
+    def __init__(self, job_ttl: float, max_jobs: int, clock: Callable[[], float] = time.monotonic,
+                 max_retained_bytes: Optional[int] = None) -> None:
         self.job_ttl = job_ttl
         self.max_jobs = max_jobs
+        self.max_retained_bytes = max_retained_bytes if max_retained_bytes is not None else sys.maxsize
+        self.retained_bytes = 0  # job.size over all jobs held
+        self.unfinished_bytes = 0  # ... over the jobs not finished
         self.clock = clock
         self.jobs: Dict[str, Job] = {}
         self.finished_jobs: OrderedDict[str, Job] = collections.OrderedDict()
@@ -146,8 +173,15 @@ class JobStore:
 
     # --- accepting
 
-    def add(self, urls: Sequence[str], idempotency_key: Optional[str] = None) -> Job:
-        job = Job(urls, idempotency_key)
+    def fits(self, size: int) -> bool:
+        """Whether a new job of ``size`` bytes (``job_bytes``) fits beside the unfinished ones."""
+        return self.unfinished_bytes + size <= self.max_retained_bytes
+
+    def add(self, urls: Sequence[str], idempotency_key: Optional[str] = None, size: Optional[int] = None) -> Job:
+        """A new job; the caller checked ``fits`` and calls ``evict`` to make room among finished jobs."""
+        job = Job(urls, idempotency_key, job_bytes(urls, idempotency_key) if size is None else size)
+        self.retained_bytes += job.size
+        self.unfinished_bytes += job.size
         self.jobs[job.id] = job
         if idempotency_key is not None:
             self.idempotency[idempotency_key] = job
@@ -182,17 +216,29 @@ class JobStore:
 
     # --- scheduling
 
-    def next_item(self) -> Optional[Item]:
-        """The next URL to transfer, one job at a time in turn, so a small job is never stuck behind a big one."""
-        if not self._runnable:
-            return None
-        job = self._runnable.popleft()
-        item = Item(job, job.next_index)
-        following = job.states.find(_PENDING, job.next_index + 1)  # a restored job (imgurd.state) has gaps
-        job.next_index = following if following >= 0 else len(job)
-        if job.next_index < len(job):
-            self._runnable.append(job)
-        return item
+    def next_item(self, admit: Optional[Callable[[Job, str], bool]] = None) -> Optional[Item]:
+        """The next URL to transfer, one job at a time in turn, so a small job is never stuck behind a big one.
+
+        ``admit(job, url)`` may refuse the job's next URL (its host is full): the job then leaves the
+        run queue, held by whoever refused it until ``requeue``. Each job is looked at once at most
+        per refusal, so a call costs O(1) amortised, whatever the backlog.
+        """
+        runnable = self._runnable
+        while runnable:
+            job = runnable.popleft()
+            if admit is not None and not admit(job, job.urls[job.next_index]):
+                continue
+            item = Item(job, job.next_index)
+            following = job.states.find(_PENDING, job.next_index + 1)  # a restored job (imgurd.state) has gaps
+            job.next_index = following if following >= 0 else len(job)
+            if job.next_index < len(job):
+                runnable.append(job)
+            return item
+        return None
+
+    def requeue(self, job: Job) -> None:
+        """A job refused by ``admit`` may go on: it is served next."""
+        self._runnable.appendleft(job)
 
     # --- the list of links
 
@@ -230,9 +276,12 @@ class JobStore:
 
     def complete(self, item: Item, link: str) -> None:
         job = item.job
+        grown = sys.getsizeof(link)
         if job.links is None:
             job.links = [None] * len(job)
+            grown += LINK_SLOT * len(job)
         job.links[item.index] = link
+        self._grow(job, grown)
         if link not in self._link_set:
             self._link_set.add(link)
             self.links.append(link)
@@ -242,7 +291,14 @@ class JobStore:
 
     def fail(self, item: Item, reason: str) -> None:
         item.job.errors[item.index] = reason
+        self._grow(item.job, sys.getsizeof(reason) + ERROR_OVERHEAD)
         self._finish(item, _FAILED)
+
+    def _grow(self, job: Job, size: int) -> None:
+        """A reason or a link was added to an unfinished job."""
+        job.size += size
+        self.retained_bytes += size
+        self.unfinished_bytes += size
 
     def _finish(self, item: Item, state: int) -> None:
         job = item.job
@@ -258,6 +314,7 @@ class JobStore:
             job.finished = time.time()
             job.finished_at = self.clock()
             self.finished_jobs[job.id] = job
+            self.unfinished_bytes -= job.size
         self.evict()
 
     def unfinished(self) -> Iterator[Item]:
@@ -271,7 +328,8 @@ class JobStore:
     # --- eviction
 
     def evict(self, limit: int = EVICT_BATCH) -> int:
-        """Drop finished jobs past ``job_ttl`` or beyond ``max_jobs``, oldest finished first.
+        """Drop finished jobs past ``job_ttl`` or beyond ``max_jobs`` or ``max_retained_bytes``, oldest
+        finished first.
 
         Returns how many were dropped; at most ``limit`` per call, the rest on the next.
         """
@@ -280,10 +338,12 @@ class JobStore:
         finished = self.finished_jobs
         while finished and dropped < limit:
             job = next(iter(finished.values()))
-            if len(finished) <= self.max_jobs and now - job.finished_at < self.job_ttl:  # type: ignore[operator]
+            if (len(finished) <= self.max_jobs and self.retained_bytes <= self.max_retained_bytes
+                    and now - job.finished_at < self.job_ttl):  # type: ignore[operator]
                 break
             finished.popitem(last=False)
             del self.jobs[job.id]
+            self.retained_bytes -= job.size
             self._finished_json_bytes -= len(self._finished_json.pop(job.id, b""))
             if job.idempotency_key is not None and self.idempotency.get(job.idempotency_key) is job:
                 del self.idempotency[job.idempotency_key]

@@ -38,6 +38,9 @@ class Metrics:
         self.backlog = Gauge("imgurd_backlog_urls", "URLs accepted and not finished, all jobs.", registry=r)
         self.jobs_retained = Gauge("imgurd_jobs_retained", "Jobs held in memory (running and finished).",
                                    registry=r)
+        self.retained_bytes = Gauge("imgurd_jobs_retained_bytes",
+                                    "Bytes of job data held (URLs, reasons, links), against max_retained_bytes.",
+                                    registry=r)
         self.links = Gauge("imgurd_links", "Distinct Imgur links uploaded by this process.", registry=r)
         self.imgur_wait = Gauge("imgurd_imgur_wait_seconds",
                                 "Seconds until uploads resume, while a spent Imgur budget holds them (else 0).",
@@ -53,6 +56,7 @@ class Metrics:
         self.in_flight.set_function(lambda: store.in_flight)
         self.backlog.set_function(lambda: store.backlog)
         self.jobs_retained.set_function(lambda: len(store.jobs))
+        self.retained_bytes.set_function(lambda: store.retained_bytes)
         self.links.set_function(lambda: len(store.links))
 
         def wait_seconds() -> float:

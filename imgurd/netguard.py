@@ -3,53 +3,37 @@
 The check runs on the address curl is about to connect to (its
 OPENSOCKETFUNCTION), not on the URL's text, so every spelling of an address,
 every redirect and every DNS answer, rebinding included, goes through it.
+Addresses are judged by the package's own table of the IANA special-purpose
+registries (special_addresses.py), never by ``ipaddress``'s version-dependent
+``is_global``, and by the list of this host's own addresses (local_addresses.py).
 """
 
 import ipaddress
 import socket
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, Container, List, Optional, Union
 
 import pycurl
 
+from . import local_addresses, special_addresses
+
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+OWN_ADDRESS = "this host's own address"
 
 
-def classify(address: Union[str, Address]) -> Optional[str]:
-    """Why ``address`` must not be connected to (a short category), or None if it is public."""
+def classify(address: Union[str, Address], own: Container[Address] = ()) -> Optional[str]:
+    """Why ``address`` must not be connected to (a short category), or None if it is public.
+
+    ``own``: this host's addresses (refused whatever they are).
+    """
     try:
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     except ValueError:
         return "not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
-        embedded = ip.ipv4_mapped or (ip in _NAT64 and ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)) or None
-        if embedded is not None:
-            inner = classify(embedded)
-            return inner and "IPv4-mapped " + inner
-        if ip.sixtofour is not None:
-            inner = classify(ip.sixtofour)
-            return inner and "6to4 " + inner
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
-        return "site-local"
-    if ip.is_multicast:
-        return "multicast"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "carrier-grade NAT"
-    if ip.is_reserved:
-        return "reserved"
-    if ip.is_private or not ip.is_global:
-        return "private"
-    return None
+    verdict = special_addresses.classify(ip)
+    if verdict is None and local_addresses.owned(ip, own):
+        return OWN_ADDRESS
+    return verdict
 
 
 class SocketGuard:
@@ -59,19 +43,23 @@ class SocketGuard:
     curl's generic "couldn't connect".
     """
 
-    __slots__ = ("refused",)
+    __slots__ = ("refused", "own")
 
-    def __init__(self) -> None:
+    def __init__(self, own: Container[Address] = ()) -> None:
         self.refused: List[str] = []
+        self.own = own
 
     def __call__(self, purpose: int, address: Any) -> Any:
         family, socktype, protocol, sockaddr = address
         host = sockaddr[0] if isinstance(sockaddr, tuple) else str(sockaddr)
-        verdict = classify(host) if family in (socket.AF_INET, socket.AF_INET6) else "not an IP socket"
+        verdict = classify(host, self.own) if family in (socket.AF_INET, socket.AF_INET6) else "not an IP socket"
         if verdict is not None:
             self.refused.append("%s (%s; allow_private_networks is off)" % (host, verdict))
             return pycurl.SOCKET_BAD
-        return socket.socket(family, socktype, protocol)
+        try:
+            return socket.socket(family, socktype, protocol)
+        except OSError:  # out of descriptors, say: curl reports "couldn't connect", a retryable failure
+            return pycurl.SOCKET_BAD
 
     def install(self, curl: pycurl.Curl) -> None:
         curl.setopt(pycurl.OPENSOCKETFUNCTION, self)
@@ -84,7 +72,9 @@ class SocketGuard:
 
 
 def prepare(allow_private: bool) -> Callable[[], Optional[SocketGuard]]:
-    """A factory of guards, or of None when private networks are allowed."""
+    """A factory of guards (sharing one list of this host's addresses), or of None when private
+    networks are allowed."""
     if allow_private:
         return lambda: None
-    return SocketGuard
+    own = local_addresses.LocalAddresses()
+    return lambda: SocketGuard(own)

@@ -4,16 +4,20 @@ A single dispatcher coroutine takes a transfer slot from the semaphore,
 then the next URL in round-robin order over the jobs, and spawns one
 coroutine for it. So coroutines exist only for transfers in flight, never one
 per queued URL, and a small job waits for at most one slot per busy job.
+A URL whose host already has ``max_per_host`` downloads in flight is not
+taken: its job waits aside until that host has room (slots.py), and the
+other jobs go on meanwhile.
 """
 
 import logging
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 from tornado import concurrent, locks
 from tornado.ioloop import IOLoop
 
 from . import dryrun, sniff
+from . import slots as transfer_slots
 from .convert import Converter
 from .download import Downloader
 from .errors import TransferError
@@ -35,6 +39,7 @@ class Pipeline:
         self.imgur = imgur
         self.converter = Converter(config)  # WebP, AVIF, HEIC -> PNG, JPEG, GIF, off the loop
         self.slots = locks.Semaphore(config.max_concurrency)
+        self.hosts = transfer_slots.HostSlots(config.max_per_host, self._requeue)
         self._work = locks.Condition()
         self._stopping = False
         self._idle = locks.Event()
@@ -50,18 +55,33 @@ class Pipeline:
         """New work was queued."""
         self._work.notify_all()
 
+    def _requeue(self, job) -> None:
+        """A job held back for a full host may go on (a slot of that host freed)."""
+        self.store.requeue(job)
+        self._work.notify_all()
+
+    def _admit(self, job, url: str) -> bool:
+        """Take a slot of ``url``'s host for it, or hold ``job`` back until that host has room."""
+        host = transfer_slots.host_of(url)
+        if self.hosts.try_take(host):
+            return True
+        self.hosts.park(host, job)
+        return False
+
     async def _dispatch(self) -> None:
         while True:
             await self.slots.acquire()
             # while a spent Imgur budget holds every upload, URLs wait here, pending, holding nothing
             await self.imgur.gate.open()
-            item = self.store.next_item()
-            while item is None and not self._stopping:
-                await self._work.wait()
-                item = self.store.next_item()
-            if self._stopping:
+            item = None if self._stopping else self.store.next_item(self._admit)
+            if item is None:
+                # no slot is held while waiting for work: a transfer coming back from a retry sleep
+                # may need it (the wait is registered before anything else runs: no wake-up is lost)
                 self.slots.release()
-                return
+                if self._stopping:
+                    return
+                await self._work.wait()
+                continue
             self.store.start(item)
             self._idle.clear()
             IOLoop.current().spawn_callback(self._transfer, item)
@@ -81,6 +101,8 @@ class Pipeline:
         self._idle.set()
 
     async def _transfer(self, item: Item) -> None:
+        ticket = transfer_slots.Ticket(self.slots, self.hosts, transfer_slots.host_of(item.url))
+        ticket.activate()  # this task's current ticket: the retry sleeps below let go of its slots
         try:
             try:
                 link = await self.process(item.url)
@@ -93,7 +115,7 @@ class Pipeline:
                 self.metrics.finished("complete")
                 self.store.complete(item, link)
         finally:
-            self.slots.release()
+            ticket.release()
             if self.store.in_flight == 0:
                 self._idle.set()
 

@@ -14,7 +14,7 @@ import datetime
 import math
 import re
 import time
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional
 
 from tornado import gen, locks
 

@@ -7,12 +7,11 @@ import signal
 import socket
 import time
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from . import __version__
+from . import __version__, listener
 from .logs import plural
-from .service import Service
+from .service import Service, curl_descriptors
 
 log = logging.getLogger("imgurd")
 
@@ -38,12 +37,14 @@ async def serve(config) -> None:
     """Run until SIGTERM/SIGINT, then drain and return."""
     service = Service(config)
     service.load_state()  # before listening: a state file that cannot be used stops start-up
-    # tornado's own body limit sits above max_body_bytes: the upload handler answers 413 itself
-    server = HTTPServer(service.application(), max_body_size=config.max_body_bytes + 1024 * 1024,
-                        idle_connection_timeout=120, body_timeout=60)
+    listener.check_descriptors(config, curl_descriptors(config))
+    # bodies are capped per route: the upload handler raises the limit above max_body_bytes for itself
+    # (it answers 413 itself), every other route takes at most a few KiB
+    server = listener.make_server(service.application(), config)
     sockets = bind_sockets(config.port, config.host)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]  # the real one, when port 0 asked for any
+    listener.warn_if_exposed([sock.getsockname()[0] for sock in sockets], config.api_token)
     service.start()
     log.info("imgurd %s listening on http://%s; %s", __version__, host_port(config.host, port), summary(config))
     if config.dry_run:

@@ -23,11 +23,19 @@ EVICT_INTERVAL_MS = 5000
 CLIENT_SLACK = 2  # curl handles beyond max_concurrency, so a request never waits in the client's queue
 
 
+def curl_descriptors(config) -> int:
+    """File descriptors the curl clients may hold at most: a connection per handle in use, and curl
+    caches up to 4 idle connections per handle; 2 more per client for its wake-up socket pair."""
+    handles = 2 * (config.max_concurrency + CLIENT_SLACK) + 2
+    return 4 * handles + 2 * 3
+
+
 class Service:
     def __init__(self, config) -> None:
         self.config = config
         self.stopping = False  # set when shutdown begins: no new jobs
-        self.store = JobStore(config.job_ttl, config.max_jobs)
+        self.receiving_bytes = 0  # bytes of POST bodies being received, all connections (handlers.UploadHandler)
+        self.store = JobStore(config.job_ttl, config.max_jobs, max_retained_bytes=config.max_retained_bytes)
         # Every transfer holds a semaphore slot while it uses curl, so neither client ever has to queue
         # a request (tornado would count that wait against connect_timeout). Downloads have a client
         # of their own: its connection pool holds only connections the network guard approved, so a
@@ -73,6 +81,7 @@ class Service:
         log.info("accepted job=%s with %s", job.id, logs.plural(len(job), "URL"), extra={"job": job.id})
         self.metrics.jobs_accepted.inc()
         self.metrics.urls_accepted.inc(len(job))
+        self._evict()  # finished jobs beyond max_retained_bytes make room for this one now
         self.pipeline.wake()
 
     def _evict(self) -> None:

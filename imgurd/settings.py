@@ -166,7 +166,8 @@ SETTINGS: Tuple[Setting, ...] = (
             kind="int"),
     Setting("connect_timeout", _seconds(0.001), 10.0, "Seconds allowed to connect to an origin or to Imgur.",
             kind="float"),
-    Setting("request_timeout", _seconds(0.001), 60.0, "Seconds allowed for one whole download or upload request.",
+    Setting("request_timeout", _seconds(0.001), 60.0,
+            "Seconds allowed for one upload request, and for all attempts of one download together.",
             kind="float"),
     Setting("max_attempts", _int(1, 100), 4, "Tries per step (download, upload) for retryable failures.",
             kind="int"),
@@ -218,6 +219,12 @@ class Config:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with ``changes`` (e.g. the time left of request_timeout for a download's retry)."""
+        merged = dict(self.values)
+        merged.update(changes)
+        return Config(merged)
 
     @property
     def uses_oauth(self) -> bool:

@@ -6,11 +6,12 @@ from typing import Any, Dict, Optional, Tuple
 import pytest
 from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.netutil import bind_sockets
 
-from imgurd import backoff, download
+from imgurd import backoff, download, listener
 from imgurd.service import Service
 from imgurd.settings import defaults
-from tests.fakes import FakeImgur, Origin, start_server
+from tests.fakes import FakeImgur, Origin
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +81,8 @@ class Api:
 
 @pytest.fixture
 def start_service(io_loop, imgur):
-    """``start_service(**settings)``: the real Service on loopback, talking to the fake Imgur."""
+    """``start_service(**settings)``: the real Service, behind the server imgurd listens with, on loopback,
+    talking to the fake Imgur."""
     started = []
 
     def start(**overrides: Any) -> Api:
@@ -88,10 +90,15 @@ def start_service(io_loop, imgur):
                                       connect_timeout=5.0, request_timeout=10.0)
         values.update(overrides)
         service = Service(defaults(**values))
-        server, port = start_server(service.application(), max_body_size=service.config.max_body_bytes + 2 ** 20)
+        server = listener.make_server(service.application(), service.config)
+        sockets = bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
         service.start()
         started.append((service, server))
-        return Api(service, port)
+        api = Api(service, port)
+        api.server = server
+        return api
 
     yield start
     for service, server in started:

@@ -482,6 +482,19 @@ class _OriginHandler(web.RequestHandler):
             except Exception:
                 return
             self.finish(JPEG[4:])
+        elif parts[0] == "drip":  # /drip/<seconds>: a tarpit, 4 KiB/s (above the stall cut-off) for that long
+            self.set_header("Content-Type", "image/jpeg")
+            self.write(JPEG[:4])
+            await self.flush()
+            deadline = time.monotonic() + float(parts[1])
+            try:
+                while time.monotonic() < deadline:
+                    await gen.sleep(0.25)
+                    self.write(b"\0" * 1024)
+                    await self.flush()
+            except Exception:
+                return
+            self.finish(JPEG[4:])
         elif parts[0] == "hang":  # /hang/<seconds>: no headers at all for a while
             await gen.sleep(float(parts[1]))
             self.finish(JPEG)

@@ -21,9 +21,10 @@ class Daemon:
     """The installed imgurd with ``args``, on a port it picks (``--port 0``), or on ``port`` (a restart
     passes the port of the process it replaces); its stderr is kept for ``stop``."""
 
-    def __init__(self, *args, env=None, port=None):
+    def __init__(self, *args, env=None, port=None, preexec_fn=None):
         given = ("--port", str(port)) if port else ()  # the last --port wins
-        self.process = spawn_imgurd((*given, *args), env=env, stderr=subprocess.PIPE, text=True)
+        self.process = spawn_imgurd((*given, *args), env=env, stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=preexec_fn)
         self.port = wait_listening(self.process, 15)
         if self.port is None:
             self.process.kill()

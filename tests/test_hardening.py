@@ -36,7 +36,7 @@ def only_127_0_0_1_public(monkeypatch):
     """The guard treats 127.0.0.1 as a public address and every other loopback address as internal:
     so guarded paths (redirects, proxies, pools) can be driven entirely on loopback."""
     real = netguard.classify
-    monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.1" else real(a))
+    monkeypatch.setattr(netguard, "classify", lambda a, own=(): None if str(a) == "127.0.0.1" else real(a, own))
 
 
 @pytest.mark.gen_test
@@ -61,6 +61,22 @@ async def test_guard_rechecks_every_redirect_hop(start_service, origin, only_127
         assert inner.requests == 0 and origin.hits["/redirect-to"] == 1
     finally:
         server.stop()
+
+
+@pytest.mark.gen_test
+async def test_guard_refuses_this_hosts_own_addresses(start_service, origin, monkeypatch):
+    """Were 127.0.0.1 a public address (the table is told so here), it would still be this host's own:
+    refused, from the kernel's list of interface addresses read at start."""
+    from imgurd import special_addresses
+
+    real = special_addresses.classify
+    monkeypatch.setattr(special_addresses, "classify", lambda ip: None if str(ip) == "127.0.0.1" else real(ip))
+    api = start_service(allow_private_networks=False)
+    origin.add("/metrics-like.jpg", JPEG)
+    image = await run_one(api, origin.url("/metrics-like.jpg"))
+    assert image["error"] == ("address not allowed: 127.0.0.1 (this host's own address; "
+                              "allow_private_networks is off)"), image
+    assert origin.requests == 0
 
 
 @pytest.mark.gen_test

@@ -8,11 +8,12 @@ import re
 import subprocess
 
 import pytest
+from tornado.netutil import bind_sockets
 
-from imgurd import logs
+from imgurd import listener, logs
 from imgurd.service import Service
 from imgurd.settings import defaults
-from tests.fakes import JPEG, PNG, LoopThread, start_server
+from tests.fakes import JPEG, PNG, LoopThread
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -165,7 +166,10 @@ class ServiceThread(LoopThread):
 
     def boot(self) -> None:
         self.service = Service(defaults(client_id="x", api_url="http://127.0.0.1:9", **self.settings))
-        self.server, self.port = start_server(self.service.application())
+        self.server = listener.make_server(self.service.application(), self.service.config)
+        sockets = bind_sockets(0, "127.0.0.1")
+        self.server.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ async def test_semaphore_caps_transfers_in_flight(start_service, origin, imgur):
 @pytest.mark.gen_test(timeout=30)
 async def test_http_client_never_queues_requests(start_service, origin):
     """tornado's default is 10 curl handles; with more slots than that, every slot still downloads at once."""
-    api = start_service(max_concurrency=24)
+    api = start_service(max_concurrency=24, max_per_host=24)  # one loopback origin: as many per host
     origin.latency = 0.5
     urls = [origin.add("/q%d.jpg" % i, jpeg_of_size(600, i)) for i in range(24)]
     report = await api.wait(await api.submit(urls))

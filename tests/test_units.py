@@ -110,13 +110,13 @@ def test_sniff_refuses_non_images(data, looks_like):
     ("::ffff:127.0.0.1", "IPv4-mapped loopback"), ("0.0.0.0", "unspecified"), ("::", "unspecified"),
     ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
     ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("172.31.255.255", "private"),
-    ("192.168.0.10", "private"), ("fc00::1", "private"), ("fd12:3456::1", "private"),
+    ("192.168.0.10", "private"), ("fc00::1", "unique-local"), ("fd12:3456::1", "unique-local"),
     ("100.64.0.1", "carrier-grade NAT"), ("100.127.255.254", "carrier-grade NAT"),
     ("224.0.0.251", "multicast"), ("239.1.1.1", "multicast"), ("ff02::1", "multicast"),
-    ("240.0.0.1", "reserved"), ("255.255.255.255", "reserved"),
+    ("240.0.0.1", "reserved"), ("255.255.255.255", "limited broadcast"),
     ("fec0::1", "site-local"), ("::ffff:10.0.0.1", "IPv4-mapped private"), ("::ffff:169.254.169.254", "IPv4-mapped link-local"),
-    ("64:ff9b::a9fe:a9fe", "IPv4-mapped link-local"),
-    ("192.0.2.1", "private"), ("198.18.0.1", "private"),
+    ("64:ff9b::a9fe:a9fe", "NAT64 link-local"),
+    ("192.0.2.1", "documentation"), ("198.18.0.1", "benchmarking"),
     ("not-an-ip", "not an IP address"),
 ])
 def test_classify_refuses_internal_addresses(address, verdict):
