@@ -27,6 +27,9 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-tornado>=0.8",
+            "hypothesis>=6",  # property tests (tests/test_units.py)
+            "ruff>=0.5",  # lint, run by .ci/run (ruff.toml)
+            "pytest-xdist>=3",  # the suite mostly waits on loopback servers: 4 workers even on 2 cores
             "setuptools<81",  # pytest-tornado imports pkg_resources
             "schemathesis>=4",  # fuzzes the API from its OpenAPI document
             "openapi-spec-validator>=0.7",

@@ -29,8 +29,15 @@ from typing import List, Optional
 from tornado import web
 
 from bench.proc import until_stopped
-from tests.fakes import (FakeImgur, Origin, _ImgurCreditsHandler, _ImgurTokenHandler, _ImgurUploadHandler,
-                         _OriginHandler, start_server)
+from tests.fakes import (
+    FakeImgur,
+    Origin,
+    _ImgurCreditsHandler,
+    _ImgurTokenHandler,
+    _ImgurUploadHandler,
+    _OriginHandler,
+    start_server,
+)
 
 _IMG = re.compile(r"^/img/(\d+)/(\d+)\.jpg$")
 RELAY_AUTHORIZATION = "Client-ID x"  # what ../shared/bench/reference_relay.py sends

@@ -14,7 +14,6 @@ import tornado
 
 from bench.scenarios import Bench
 
-
 # --- the report
 
 

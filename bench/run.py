@@ -32,7 +32,6 @@ from bench.children import BENCH, OUT, Fake, echo  # noqa: E402
 from bench.report import machine, report  # noqa: E402
 from bench.scenarios import Bench  # noqa: E402
 
-
 SCENARIOS = {"1": "throughput", "2": "cpu_cost", "3": "post_latency", "4a": "memory_in_flight", "4b": "scale",
              "5": "scale", "6": "relay"}
 

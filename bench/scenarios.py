@@ -13,8 +13,22 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pycurl
 
-from bench.children import (BENCH, CLIENT_ID, Child, Fake, Imgurd, call, echo, finish_load, image_urls,
-                            read_json_line, run_load, start_load, start_profiler, stop_profiler)
+from bench.children import (
+    BENCH,
+    CLIENT_ID,
+    Child,
+    Fake,
+    Imgurd,
+    call,
+    echo,
+    finish_load,
+    image_urls,
+    read_json_line,
+    run_load,
+    start_load,
+    start_profiler,
+    stop_profiler,
+)
 from bench.sidebyside import SideBySide
 from imgurd.imgur import multipart_parts
 

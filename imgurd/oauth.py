@@ -12,8 +12,8 @@ import urllib.parse
 from typing import Callable, Optional
 
 from tornado import concurrent
-from tornado.ioloop import IOLoop
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.ioloop import IOLoop
 
 from . import USER_AGENT
 from .answers import error_message

@@ -11,7 +11,7 @@ from tornado.netutil import bind_sockets
 from imgurd import backoff, download, listener
 from imgurd.service import Service
 from imgurd.settings import defaults
-from tests.fakes import FakeImgur, Origin
+from tests.fakes import BackgroundServers, FakeImgur, Origin
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +20,13 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(backoff, "BASE_DELAY", 0.01)
     monkeypatch.setattr(backoff, "MAX_DELAY", 0.05)
     monkeypatch.setattr(download, "LOW_SPEED_TIME", 2)
+
+
+@pytest.fixture
+def servers():
+    """The fakes on a loop of their own, for tests that run imgurd as a subprocess."""
+    with BackgroundServers() as running:
+        yield running
 
 
 @pytest.fixture

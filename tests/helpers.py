@@ -4,11 +4,7 @@ import signal
 import socket
 import subprocess
 
-import pytest
-
-from tests.daemon import imgurd_command, installed_command  # noqa: F401 (tests import them from here)
-from tests.daemon import spawn_imgurd, wait_listening
-from tests.fakes import BackgroundServers
+from tests.daemon import imgurd_command, installed_command, spawn_imgurd, wait_listening  # noqa: F401 (tests import them from here)
 
 
 def free_port():
@@ -37,7 +33,3 @@ class Daemon:
         return self.process.returncode, err
 
 
-@pytest.fixture
-def servers():
-    with BackgroundServers() as running:
-        yield running

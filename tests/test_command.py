@@ -11,7 +11,7 @@ import pytest
 
 from imgurd import __version__
 from tests.fakes import HTML, JPEG, PNG
-from tests.helpers import Daemon, free_port, imgurd_command, servers  # noqa: F401 (servers: a fixture)
+from tests.helpers import Daemon, free_port, imgurd_command
 
 
 def curl(*args):

@@ -11,7 +11,7 @@ from imgurd import dryrun
 from imgurd.server import host_port, summary
 from imgurd.settings import defaults
 from tests.fakes import GIF, HTML, JPEG, PNG
-from tests.helpers import Daemon, servers  # noqa: F401 (servers: a fixture)
+from tests.helpers import Daemon
 from tests.test_operations import metric
 
 

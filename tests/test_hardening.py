@@ -259,7 +259,7 @@ def test_eviction_is_bounded_per_call():
     now = [0.0]
     store = JobStore(job_ttl=10, max_jobs=100000, clock=lambda: now[0])
     for _ in range(2500):
-        job = store.add(["https://example.com/a.jpg"])
+        store.add(["https://example.com/a.jpg"])
         store.fail(store.next_item(), "x")
     now[0] = 100.0
     assert store.evict(limit=1000) == 1000 and len(store.jobs) == 1500

@@ -16,7 +16,7 @@ from tornado.iostream import IOStream
 
 from imgurd import jobs
 from tests.fakes import JPEG
-from tests.helpers import Daemon, servers  # noqa: F401  (servers: a fixture)
+from tests.helpers import Daemon
 
 MB = 1024 * 1024
 

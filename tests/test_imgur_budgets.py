@@ -16,7 +16,7 @@ from imgurd import ratelimit
 from imgurd.answers import error_message
 from imgurd.jobs import JobStore
 from imgurd.ratelimit import RateGate, reset_time, wait_in_words
-from tests.fakes import JPEG, PNG, FakeImgur, jpeg_of_size, start_server
+from tests.fakes import JPEG, FakeImgur, jpeg_of_size, start_server
 from tests.test_operations import metric
 
 

@@ -179,9 +179,9 @@ def live():
 
 
 def test_openapi_document_is_valid(live):
-    from openapi_spec_validator import validate
-
     import urllib.request
+
+    from openapi_spec_validator import validate
 
     with urllib.request.urlopen("http://127.0.0.1:%d/v1/openapi.json" % live.port) as response:
         document = json.load(response)

@@ -6,8 +6,8 @@ import csv
 import gzip
 import io
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import time
@@ -344,7 +344,8 @@ def test_a_job_of_200_urls_survives_two_restarts_and_an_interrupted_client_resum
         client = submit_process("--file", str(url_file), "--output", str(output), server=daemon.base)
         try:
             for links in (30, 70):  # two restarts while the client waits
-                wait_for(lambda: link_count(daemon.base) >= links, what="%d links" % links)
+                base = daemon.base
+                wait_for(lambda base=base, links=links: link_count(base) >= links, what="%d links" % links)
                 code, log = daemon.stop()
                 assert code == 0 and "Traceback" not in log
                 daemon = start(servers, *args, port=daemon.port, state=state)

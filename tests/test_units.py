@@ -166,7 +166,8 @@ def test_rate_gate_ignores_non_finite_headers():
 
 def test_fast_path_of_normalise_agrees_with_the_general_parser():
     """normalise() has a fast path for plain URLs; it must give exactly what urllib's parsing gives."""
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from imgurd.urls import _parse
 
