@@ -12,6 +12,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from . import USER_AGENT, backoff, slots
 from .answers import error_message, looks_like_html
 from .curlerrors import curl_failure, fetch, quiet
+from .download import undo_download_options
 from .errors import TransferError
 from .oauth import TokenSource
 from .ratelimit import LONGEST_PAUSE, RateGate, wait_in_words
@@ -34,6 +35,12 @@ def multipart_parts(filename: str, mime: str) -> Tuple[bytes, bytes, str]:
     ).format(b=boundary, n=safe_name, m=mime).encode("utf-8")
     tail = ("\r\n--%s--\r\n" % boundary).encode("ascii")
     return head, tail, "multipart/form-data; boundary=" + boundary
+
+
+def plain(curl: pycurl.Curl) -> None:
+    """A request to Imgur on a handle downloads may have used: quiet, without their guard and limits."""
+    quiet(curl)
+    undo_download_options(curl)
 
 
 class _BodyStream:
@@ -88,7 +95,7 @@ class _BodyStream:
 
     def prepare(self, curl: pycurl.Curl) -> None:
         """``prepare_curl_callback``: runs after tornado set up the (empty) body, and replaces it."""
-        quiet(curl)
+        plain(curl)
         curl.setopt(pycurl.READFUNCTION, self.read)
         curl.setopt(pycurl.SEEKFUNCTION, self.seek)
         curl.setopt(pycurl.POSTFIELDSIZE_LARGE, self.size)
@@ -218,7 +225,7 @@ class ImgurClient:
         request = HTTPRequest(
             url, headers={"Authorization": await self.tokens.header(), "Accept": "application/json"},
             connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
-            user_agent=USER_AGENT, prepare_curl_callback=quiet,
+            user_agent=USER_AGENT, prepare_curl_callback=plain,
         )
         response, error = await fetch(self.http, request)
         if response is None:

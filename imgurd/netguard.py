@@ -2,7 +2,11 @@
 
 The check runs on the address curl is about to connect to (its
 OPENSOCKETFUNCTION), not on the URL's text, so every spelling of an address,
-every redirect and every DNS answer, rebinding included, goes through it.
+every redirect and every DNS answer, rebinding included, goes through it; and
+again on the address of the connection a request is about to be sent on (its
+PREREQFUNCTION), so a download can never ride a kept-alive connection that
+was opened without the guard (an upload's to an internal ``api_url``): downloads
+and uploads share one curl client and its pool of connections.
 Addresses are judged by the package's own table of the IANA special-purpose
 registries (special_addresses.py), never by ``ipaddress``'s version-dependent
 ``is_global``, and by the list of this host's own addresses (local_addresses.py).
@@ -19,6 +23,9 @@ from . import local_addresses, special_addresses
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 OWN_ADDRESS = "this host's own address"
+
+if not hasattr(pycurl, "PREREQFUNCTION"):  # pragma: no cover - an old pycurl or libcurl
+    raise ImportError("imgurd needs pycurl >= 7.45.3 on libcurl >= 7.80 (CURLOPT_PREREQFUNCTION)")
 
 
 def classify(address: Union[str, Address], own: Container[Address] = ()) -> Optional[str]:
@@ -52,23 +59,42 @@ class SocketGuard:
     def __call__(self, purpose: int, address: Any) -> Any:
         family, socktype, protocol, sockaddr = address
         host = sockaddr[0] if isinstance(sockaddr, tuple) else str(sockaddr)
-        verdict = classify(host, self.own) if family in (socket.AF_INET, socket.AF_INET6) else "not an IP socket"
-        if verdict is not None:
-            self.refused.append("%s (%s; allow_private_networks is off)" % (host, verdict))
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            self.refused.append("%s (not an IP socket; allow_private_networks is off)" % host)
+            return pycurl.SOCKET_BAD
+        if self._refuses(host):
             return pycurl.SOCKET_BAD
         try:
             return socket.socket(family, socktype, protocol)
         except OSError:  # out of descriptors, say: curl reports "couldn't connect", a retryable failure
             return pycurl.SOCKET_BAD
 
+    def before_request(self, primary_ip: str, local_ip: str, primary_port: int, local_port: int) -> int:
+        """PREREQFUNCTION: the connection a request goes out on, new or reused, is vetted too."""
+        return pycurl.PREREQFUNC_ABORT if self._refuses(primary_ip) else pycurl.PREREQFUNC_OK
+
+    def _refuses(self, host: str) -> bool:
+        verdict = classify(host, self.own)
+        if verdict is None:
+            return False
+        self.refused.append("%s (%s; allow_private_networks is off)" % (host, verdict))
+        return True
+
     def install(self, curl: pycurl.Curl) -> None:
         curl.setopt(pycurl.OPENSOCKETFUNCTION, self)
+        curl.setopt(pycurl.PREREQFUNCTION, self.before_request)
 
     @property
     def reason(self) -> Optional[str]:
         if not self.refused:
             return None
         return "address not allowed: %s" % self.refused[-1]
+
+
+def uninstall(curl: pycurl.Curl) -> None:
+    """Take a guard off a curl handle (an upload on a handle a download used before)."""
+    curl.unsetopt(pycurl.OPENSOCKETFUNCTION)
+    curl.unsetopt(pycurl.PREREQFUNCTION)
 
 
 def prepare(allow_private: bool) -> Callable[[], Optional[SocketGuard]]:

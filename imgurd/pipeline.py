@@ -1,9 +1,11 @@
 """The transfer pipeline (SPEC 2): one semaphore, fair scheduling, download -> check -> upload.
 
-A single dispatcher coroutine takes a transfer slot from the semaphore,
-then the next URL in round-robin order over the jobs, and spawns one
-coroutine for it. So coroutines exist only for transfers in flight, never one
-per queued URL, and a small job waits for at most one slot per busy job.
+A transfer slot of the semaphore goes to the next URL in round-robin order
+over the jobs: a finished transfer takes it on itself, in the same task; a
+slot left free (no work then) is taken by the one dispatcher coroutine when
+work arrives, which spawns a task for it. So tasks exist only for transfers
+in flight, never one per queued URL, and a small job waits for at most one
+slot per busy job.
 A URL whose host already has ``max_per_host`` downloads in flight is not
 taken: its job waits aside until that host has room (slots.py), and the
 other jobs go on meanwhile.
@@ -11,7 +13,7 @@ other jobs go on meanwhile.
 
 import logging
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from tornado import concurrent, locks
 from tornado.ioloop import IOLoop
@@ -100,24 +102,43 @@ class Pipeline:
         """End a ``stop()`` wait now (a second signal): what is in flight is reported abandoned."""
         self._idle.set()
 
-    async def _transfer(self, item: Item) -> None:
-        ticket = transfer_slots.Ticket(self.slots, self.hosts, transfer_slots.host_of(item.url))
-        ticket.activate()  # this task's current ticket: the retry sleeps below let go of its slots
-        try:
+    async def _transfer(self, item: Optional[Item]) -> None:
+        """Transfer ``item``; then, keeping the slot, the next URL in the fair order, while there is one.
+
+        A finished transfer hands its slot straight to the next URL: no wake-up of the dispatcher and
+        no new task in between, which under load would each cost a turn of the busy event loop.
+        """
+        while item is not None:
+            ticket = transfer_slots.Ticket(self.slots, self.hosts, transfer_slots.host_of(item.url))
+            ticket.activate()  # this task's current ticket: the retry sleeps below let go of its slots
             try:
-                link = await self.process(item.url)
-            except TransferError as error:
-                self._fail(item, error.reason, error.kind)
-            except Exception:
-                log.exception("internal error while transferring job=%s url=%s", item.job.id, item.url)
-                self._fail(item, "internal error in imgurd", "internal")
-            else:
-                self.metrics.finished("complete")
-                self.store.complete(item, link)
-        finally:
-            ticket.release()
-            if self.store.in_flight == 0:
-                self._idle.set()
+                try:
+                    link = await self.process(item.url)
+                except TransferError as error:
+                    self._fail(item, error.reason, error.kind)
+                except Exception:
+                    log.exception("internal error while transferring job=%s url=%s", item.job.id, item.url)
+                    self._fail(item, "internal error in imgurd", "internal")
+                else:
+                    self.metrics.finished("complete")
+                    self.store.complete(item, link)
+            finally:
+                ticket.leave_host()
+                item = self._next(ticket)
+                if item is None:
+                    ticket.release()
+                if self.store.in_flight == 0:
+                    self._idle.set()
+
+    def _next(self, ticket: transfer_slots.Ticket) -> Optional[Item]:
+        """The URL a finished transfer goes on with, holding its slot, or None to give the slot back
+        (shutting down, or Imgur's budgets hold every upload: then URLs wait, pending, at the dispatcher)."""
+        if self._stopping or not ticket.has_slot or self.imgur.gate.waiting() is not None:
+            return None
+        item = self.store.next_item(self._admit)
+        if item is not None:
+            self.store.start(item)
+        return item
 
     def _fail(self, item: Item, reason: str, kind: str) -> None:
         self.metrics.finished("failed", kind)

@@ -26,8 +26,8 @@ CLIENT_SLACK = 2  # curl handles beyond max_concurrency, so a request never wait
 def curl_descriptors(config) -> int:
     """File descriptors the curl clients may hold at most: a connection per handle in use, and curl
     caches up to 4 idle connections per handle; 2 more per client for its wake-up socket pair."""
-    handles = 2 * (config.max_concurrency + CLIENT_SLACK) + 2
-    return 4 * handles + 2 * 3
+    handles = config.max_concurrency + CLIENT_SLACK + 2
+    return 4 * handles + 2 * 2
 
 
 class Service:
@@ -36,19 +36,20 @@ class Service:
         self.stopping = False  # set when shutdown begins: no new jobs
         self.receiving_bytes = 0  # bytes of POST bodies being received, all connections (handlers.UploadHandler)
         self.store = JobStore(config.job_ttl, config.max_jobs, max_retained_bytes=config.max_retained_bytes)
-        # Every transfer holds a semaphore slot while it uses curl, so neither client ever has to queue
-        # a request (tornado would count that wait against connect_timeout). Downloads have a client
-        # of their own: its connection pool holds only connections the network guard approved, so a
-        # download can never ride a connection opened to Imgur (an internal api_url, say).
+        # Every transfer holds a semaphore slot while it uses curl, so the client never has to queue a
+        # request (tornado would count that wait against connect_timeout). Downloads and uploads share
+        # the one client: one set of curl timers on the loop instead of two shortens every transfer's
+        # path. Its pool of connections is shared too; the network guard vets the connection every
+        # download request goes out on, reused ones included (netguard.py), so a download can never
+        # ride a connection opened to Imgur (an internal api_url, say).
         self.http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_concurrency + CLIENT_SLACK)
-        self.download_http = CurlAsyncHTTPClient(force_instance=True, max_clients=config.max_concurrency + CLIENT_SLACK)
         # Token requests have a client of their own too: upload handles carry the upload's own body
         # callbacks (READFUNCTION/SEEKFUNCTION), which tornado before 6.6 does not reset between requests.
         self.token_http = CurlAsyncHTTPClient(force_instance=True, max_clients=2)
         self.tokens = TokenSource(config, self.token_http)
         self.gate = RateGate(config.max_rate_limit_wait)
         self.imgur = ImgurClient(config, self.http, self.tokens, self.gate)
-        self.downloader = Downloader(config, self.download_http)
+        self.downloader = Downloader(config, self.http)
         self.metrics = Metrics()
         self.metrics.watch(self.store, self.gate)
         self.pipeline = Pipeline(config, self.store, self.downloader, self.imgur, self.metrics)
@@ -100,7 +101,7 @@ class Service:
 
     def close(self) -> None:
         self.pipeline.converter.close()
-        for client in (self.http, self.download_http, self.token_http):
+        for client in (self.http, self.token_http):
             client.close()
 
     def application(self) -> web.Application:
