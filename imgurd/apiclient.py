@@ -74,6 +74,11 @@ class Reply:
     def retry_after(self) -> float:
         return parse_retry_after(self.headers.get("Retry-After"))
 
+    def limit(self, name: str) -> Optional[int]:
+        """A limit the server named in its error answer (e.g. ``max_urls_per_job``), if it did."""
+        value = self.document.get(name) if isinstance(self.document, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> float:
     """Seconds to wait from a ``Retry-After`` header, clamped to something a client can live with."""

@@ -25,12 +25,14 @@ dumps = encode
 
 
 class ApiError(web.HTTPError):
-    """An error answered as ``{"error": message}`` with the given status."""
+    """An error answered as ``{"error": message, **details}`` with the given status: the message for
+    people, the details (the limit that was hit) for programs, so no client has to parse English."""
 
-    def __init__(self, status: int, message: str, headers: Optional[dict] = None) -> None:
+    def __init__(self, status: int, message: str, headers: Optional[dict] = None, **details: Any) -> None:
         super().__init__(status, reason=None)
         self.message = message
         self.extra_headers = headers or {}
+        self.details = details
 
 
 class JsonHandler(web.RequestHandler):
@@ -51,8 +53,9 @@ class JsonHandler(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
+        details = {}
         if isinstance(error, ApiError):
-            message = error.message
+            message, details = error.message, error.details
             for name, value in error.extra_headers.items():
                 self.set_header(name, value)
         elif status_code == 405:
@@ -65,7 +68,7 @@ class JsonHandler(web.RequestHandler):
         else:
             message = httputil.responses.get(status_code, "error").lower()
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(dumps({"error": message}))
+        self.finish(dumps({"error": message, **details}))
 
     @classmethod
     def allowed_methods(cls) -> list:
@@ -104,7 +107,8 @@ class UploadHandler(ApiHandler):
         self.request.connection.set_max_body_size(limit + 1024 * 1024)
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "request body is %s bytes; at most %d (max_body_bytes)" % (declared, limit))
+            raise ApiError(413, "request body is %s bytes; at most %d (max_body_bytes)" % (declared, limit),
+                           max_body_bytes=limit)
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:  # answered already: tornado reads the rest away, then closes
@@ -126,7 +130,8 @@ class UploadHandler(ApiHandler):
             return
         # A body without Content-Length (chunked) has just passed the limit: answer now, keep nothing
         self._release()
-        error = ApiError(413, "request body is larger than %d bytes (max_body_bytes)" % self.config.max_body_bytes)
+        error = ApiError(413, "request body is larger than %d bytes (max_body_bytes)" % self.config.max_body_bytes,
+                         max_body_bytes=self.config.max_body_bytes)
         self.send_error(413, exc_info=(ApiError, error, None))
 
     def _release(self) -> None:
@@ -169,6 +174,7 @@ class UploadHandler(ApiHandler):
                 "backlog full: %d URLs queued, this job adds %d, at most %d (max_queued_urls); retry later"
                 % (store.backlog, len(urls), self.config.max_queued_urls),
                 {"Retry-After": str(BACKLOG_RETRY_AFTER)},
+                max_queued_urls=self.config.max_queued_urls, queued_urls=store.backlog,
             )
         size = job_bytes(urls, key)
         if not store.fits(size):
@@ -177,6 +183,7 @@ class UploadHandler(ApiHandler):
                 "too much job data held: unfinished jobs hold %d bytes, this job adds %d, at most %d "
                 "(max_retained_bytes); retry later" % (store.unfinished_bytes, size, store.max_retained_bytes),
                 {"Retry-After": str(BACKLOG_RETRY_AFTER)},
+                max_retained_bytes=store.max_retained_bytes,
             )
         job = store.add(urls, key, size)
         self.service.job_accepted(job)
@@ -200,7 +207,8 @@ class UploadHandler(ApiHandler):
         urls = document["urls"]
         limit = self.config.max_urls_per_job
         if isinstance(urls, list) and len(urls) > limit:
-            raise ApiError(413, "urls holds %d entries; at most %d per job (max_urls_per_job)" % (len(urls), limit))
+            raise ApiError(413, "urls holds %d entries; at most %d per job (max_urls_per_job)" % (len(urls), limit),
+                           max_urls_per_job=limit)
         unique, error = check_urls(urls)
         if error is not None:
             raise ApiError(400, error)

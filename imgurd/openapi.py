@@ -192,7 +192,20 @@ def document(config) -> Dict[str, Any]:
         "components": {
             "schemas": {
                 "Error": {"type": "object", "required": ["error"],
-                          "properties": {"error": {"type": "string"}}},
+                          "properties": {
+                              "error": {"type": "string", "description": "One sentence, for people."},
+                              # the limit an answer ran into, for programs (413, 503)
+                              "max_body_bytes": {"type": "integer",
+                                                 "description": "413: the body limit (max_body_bytes)."},
+                              "max_urls_per_job": {"type": "integer",
+                                                   "description": "413: URLs one job may hold."},
+                              "max_queued_urls": {"type": "integer",
+                                                  "description": "503: unfinished URLs the backlog may hold."},
+                              "queued_urls": {"type": "integer",
+                                              "description": "503: unfinished URLs in the backlog now."},
+                              "max_retained_bytes": {"type": "integer",
+                                                     "description": "503: bytes of job data that may be held."},
+                          }},
                 "Image": image,
                 "Job": job,
             },

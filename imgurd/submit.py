@@ -3,7 +3,7 @@
 The URLs (arguments, then ``--file`` lines) are de-duplicated the way the server does it, cut into
 jobs of at most ``--batch`` URLs and submitted, each job with its own ``Idempotency-Key`` so a retry
 never queues it twice. A ``503`` is waited out (``Retry-After``) and the same job sent again; a
-``413`` splits the job in halves. Then one loop polls every job until all are complete (or
+``413`` splits the job (to the size its answer names, else in halves). Then one loop polls every job until all are complete (or
 ``--timeout``), and one row per input line is printed, in input order.
 
 Nothing learned is lost: ``--output`` rewrites its file (atomically) as results arrive; a server that
@@ -18,7 +18,6 @@ import datetime
 import io
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -37,7 +36,6 @@ POLL_MAX = 2.0  # ... growing to this
 POLL_GROWTH = 1.5
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 CSV_HEADER = ("url", "status", "link", "error")
-_QUEUE_LIMIT = re.compile(r"at most (\d+) \(max_queued_urls\)")
 
 
 def plural(count: int, noun: str) -> str:
@@ -167,9 +165,11 @@ class Batch:
         self.seen = False  # the server has reported this job at least once
         self.waiting: Optional[str] = None  # what holds the job, as the progress line says it
 
-    def halves(self) -> List["Batch"]:
-        middle = len(self.uniques) // 2
-        return [Batch(self.uniques[:middle]), Batch(self.uniques[middle:])]
+    def split(self, size: Optional[int] = None) -> List["Batch"]:
+        """This batch as jobs of at most ``size`` URLs (default: two halves), each with a key of its own."""
+        uniques = self.uniques
+        size = max(1, size if size is not None else (len(uniques) + 1) // 2)
+        return [Batch(uniques[i:i + size]) for i in range(0, len(uniques), size)]
 
     def absorb(self, report: Dict[str, Any], rows: Optional[List[Row]] = None) -> None:
         """Take the job's ``images`` entries: by position, checked (and else found) by URL.
@@ -285,7 +285,7 @@ class Submitter:
         self.batch_size = batch_size
         self.deadline = deadline
         self.on_poll = on_poll  # called after every round of polls (--output rewrites its file)
-        self.too_large: Optional[int] = None  # smallest job size the server refused with 413
+        self.too_large: Optional[int] = None  # the largest job the server takes, once a 413 told
         self.accepted: List[Batch] = []
 
     def attach(self, job_ids: Sequence[str], rows: List[Row]) -> None:
@@ -304,12 +304,16 @@ class Submitter:
         return collections.deque(Batch(uniques[i:i + size]) for i in range(0, len(uniques), size))
 
     def submit_ready(self, queue: Deque[Batch]) -> Optional[Reply]:
-        """Submit queued batches until the queue is empty (None) or the server is busy (its 503 reply)."""
+        """Submit queued batches until the queue is empty (None) or the server is busy (its 503 reply).
+
+        A batch larger than the server takes is split: to the size its answer names
+        (``max_urls_per_job`` with a 413, ``max_queued_urls`` with a 503), else in halves.
+        """
         while queue:
             batch = queue[0]
-            if self.too_large is not None and len(batch.uniques) >= self.too_large and len(batch.uniques) > 1:
-                queue.popleft()
-                queue.extendleft(reversed(batch.halves()))  # known too large: split before sending
+            count = len(batch.uniques)
+            if self.too_large is not None and count > self.too_large:
+                self._split(queue, self.too_large)  # known too large: split before sending
                 continue
             reply = self.api.submit([u.url for u in batch.uniques], batch.key, self.deadline)
             if reply.status in (200, 201, 202) and isinstance(reply.document, dict) \
@@ -318,20 +322,24 @@ class Submitter:
                 batch.job_id = reply.document["jobId"]
                 self.accepted.append(batch)
                 continue
-            if reply.status == 413 and len(batch.uniques) > 1:
-                self.too_large = min(self.too_large or len(batch.uniques), len(batch.uniques))
-                queue.popleft()
-                queue.extendleft(reversed(batch.halves()))
+            if reply.status == 413 and count > 1:
+                size = reply.limit("max_urls_per_job")
+                self.too_large = min(size if size is not None and size < count else (count + 1) // 2,
+                                     self.too_large or count)
                 continue
             if reply.status == 503:
-                limit = _QUEUE_LIMIT.search(reply.error)
-                if limit and len(batch.uniques) > max(int(limit.group(1)), 1):
-                    queue.popleft()  # would never fit in the server's backlog, however long we wait
-                    queue.extendleft(reversed(batch.halves()))
+                room = reply.limit("max_queued_urls")
+                if room is not None and count > max(room, 1):
+                    self._split(queue, max(room, 1))  # would never fit in the server's backlog, however long we wait
                     continue
                 return reply
-            raise Rejected(reply.status, reply.error, "submitting a job of %s" % plural(len(batch.uniques), "URL"))
+            raise Rejected(reply.status, reply.error, "submitting a job of %s" % plural(count, "URL"))
         return None
+
+    @staticmethod
+    def _split(queue: Deque[Batch], size: int) -> None:
+        batch = queue.popleft()
+        queue.extendleft(reversed(batch.split(size)))
 
     def run_no_wait(self, uniques: List[Unique]) -> None:
         """Submit everything, printing each job id as soon as it is accepted."""
@@ -524,7 +532,7 @@ def _check_options(urls: Sequence[str], files: Sequence[str], output: Optional[s
               help="Read URLs from PATH, one a line ('-' for stdin); blank lines and lines starting "
                    "with # are skipped. May be repeated; read after the URL arguments.")
 @click.option("--batch", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
-              help="At most N URLs per job; a job the server finds too large is split in halves.")
+              help="At most N URLs per job; a job the server finds too large is split to the size it names.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "links"]), default="csv", show_default=True,
               help="csv (url,status,link,error), json (a list of image entries) or links (complete ones only).")
 @click.option("--output", metavar="PATH", default=None,

@@ -94,6 +94,7 @@ async def test_too_many_urls_is_413(start_service):
     api = start_service(max_urls_per_job=3)
     code, body, _ = await api.call("POST", "/v1/images/upload", {"urls": ["https://x.com/%d" % i for i in range(4)]})
     assert code == 413 and "at most 3" in body["error"]
+    assert body["max_urls_per_job"] == 3  # the limit for programs: no client parses the message
     # duplicates count before de-duplication
     code, body, _ = await api.call("POST", "/v1/images/upload", {"urls": ["https://x.com/a"] * 4})
     assert code == 413
@@ -105,7 +106,7 @@ async def test_body_too_large_is_413_json(start_service):
     api = start_service(max_body_bytes=200)
     urls = ["https://example.com/%040d.jpg" % i for i in range(10)]
     code, body, _ = await api.call("POST", "/v1/images/upload", {"urls": urls})
-    assert code == 413 and "max_body_bytes" in body["error"]
+    assert code == 413 and "max_body_bytes" in body["error"] and body["max_body_bytes"] == 200
     assert not api.service.store.jobs
     # the server is still there
     code, body, _ = await api.call("GET", "/healthz")
@@ -169,6 +170,7 @@ async def test_full_backlog_is_503_with_retry_after_and_nothing_partial(start_se
     code, body, headers = await api.call("POST", "/v1/images/upload",
                                          {"urls": ["http://127.0.0.1:9/x%d.jpg" % i for i in range(3)]})
     assert code == 503 and "max_queued_urls" in body["error"]
+    assert body["max_queued_urls"] == 5 and 0 < body["queued_urls"] <= 3
     assert int(headers["Retry-After"]) > 0
     assert list(api.service.store.jobs) == [first]
     assert api.service.store.backlog <= 3

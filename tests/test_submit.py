@@ -393,3 +393,12 @@ def test_submit_says_it_waits_for_imgurs_budget_and_finishes():
                          result.stderr, re.M), result.stderr
         assert [row[1] for row in csv_rows(result.stdout)] == ["complete"] * 6
         assert servers.imgur.spent_uploads == 0
+
+
+def test_a_batch_splits_to_the_size_the_server_names_or_in_halves():
+    from imgurd.submit import Batch, Unique
+
+    batch = Batch([Unique("https://x.com/%d" % i, "k%d" % i) for i in range(7)])
+    assert [len(b.uniques) for b in batch.split(3)] == [3, 3, 1]
+    assert [len(b.uniques) for b in batch.split()] == [4, 3]
+    assert len({b.key for b in batch.split(3)}) == 3  # each part is a job of its own
