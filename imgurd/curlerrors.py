@@ -7,12 +7,13 @@ import pycurl
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from .errors import TransferError
+from .limits import RequestLimits
 
 # curl error codes worth another try: the network or the peer may do better next time
 _RETRYABLE = {
     pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT, pycurl.E_OPERATION_TIMEDOUT,
     pycurl.E_GOT_NOTHING, pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR, pycurl.E_PARTIAL_FILE,
-    pycurl.E_SSL_CONNECT_ERROR, 16,  # 16: HTTP/2 framing error
+    pycurl.E_SSL_CONNECT_ERROR, pycurl.E_HTTP2,
 }
 
 
@@ -38,9 +39,9 @@ async def fetch(http: AsyncHTTPClient, request: HTTPRequest) -> Tuple[Optional[H
         return None, error
 
 
-def curl_failure(error: Exception, url: str, config, kind: str,
+def curl_failure(error: Exception, url: str, limits: RequestLimits, kind: str,
                  refused: Optional[str] = None) -> TransferError:
-    """A TransferError for a request that got no HTTP answer."""
+    """A TransferError for a request that got no HTTP answer, naming the limit it ran into."""
     host = urllib.parse.urlsplit(url).hostname or url
     errno = getattr(error, "errno", None)
     message = str(getattr(error, "message", "") or error or "")
@@ -48,24 +49,24 @@ def curl_failure(error: Exception, url: str, config, kind: str,
         return TransferError(refused, "guard")
     if errno == pycurl.E_OPERATION_TIMEDOUT:
         if "too slow" in message.lower():
-            return TransferError("transfer from %s stalled (under 1 KiB/s for 10 s)" % host, kind, retryable=True)
+            return TransferError("transfer from %s stalled (%s)" % (host, limits.stall_text()), kind, retryable=True)
         if "connect" in message.lower() or "resolv" in message.lower():
-            return TransferError("timed out after %s connecting to %s" % (_seconds(config.connect_timeout), host),
+            return TransferError("timed out after %s connecting to %s" % (_seconds(limits.connect_timeout), host),
                                  kind, retryable=True)
-        return TransferError("timed out after %s talking to %s" % (_seconds(config.request_timeout), host),
+        return TransferError("timed out after %s talking to %s" % (_seconds(limits.request_timeout), host),
                              kind, retryable=True)
     if errno == pycurl.E_COULDNT_RESOLVE_HOST:
         return TransferError("could not resolve host %s" % host, kind, retryable=True)
     if errno == pycurl.E_COULDNT_CONNECT:
         return TransferError("could not connect to %s" % host, kind, retryable=True)
     if errno == pycurl.E_TOO_MANY_REDIRECTS:
-        return TransferError("more than 5 redirects", kind)
+        return TransferError("more than %d redirects" % limits.max_redirects, kind)
     if errno == pycurl.E_UNSUPPORTED_PROTOCOL:
         return TransferError("redirected to a URL that is not http(s)", kind)
-    if errno == pycurl.E_PEER_FAILED_VERIFICATION or errno == 60:
+    if errno in (pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT):
         return TransferError("TLS certificate of %s could not be verified" % host, kind)
     if errno is None and "timeout" in message.lower():
-        return TransferError("timed out after %s talking to %s" % (_seconds(config.request_timeout), host),
+        return TransferError("timed out after %s talking to %s" % (_seconds(limits.request_timeout), host),
                              kind, retryable=True)
     detail = message.split(":", 1)[-1].strip() if message else "unknown error"
     return TransferError("%s failed: %s" % ("connection to " + host, detail), kind, retryable=errno in _RETRYABLE)

@@ -6,6 +6,7 @@ as bytes arrive, an endless body is cut at ``max_image_bytes``, and no copy
 of the image is made on the way.
 """
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -18,13 +19,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from . import USER_AGENT, backoff, netguard, slots
 from .curlerrors import curl_failure, fetch, quiet
 from .errors import TransferError
+from .limits import RequestLimits
+from .retry import RetryPolicy
 from .urls import fetch_form
 
 log = logging.getLogger("imgurd.download")
 
-MAX_REDIRECTS = 5
-LOW_SPEED_LIMIT = 1024  # bytes/s ...
-LOW_SPEED_TIME = 10  # ... for this many seconds, and the transfer is cut
 RECEIVE_BUFFER = 256 * 1024  # curl's receive buffer: fewer, larger WRITEFUNCTION calls (its default is 16 KiB)
 # The formats Imgur takes first, so an origin that negotiates (a CDN serving WebP or AVIF only to clients
 # that ask for them) sends one of those and nothing needs converting; anything else still comes, and is
@@ -70,6 +70,10 @@ class Downloader:
     def __init__(self, config, http: AsyncHTTPClient) -> None:
         self.config = config
         self.http = http
+        self.limits = RequestLimits.from_config(config)
+        # an origin's Retry-After longer than a whole download may take is not waited for
+        self.retry = RetryPolicy(config.max_attempts, config.request_timeout,
+                                 lambda seconds: " (asked to retry after %d s)" % seconds)
         self.new_guard = netguard.prepare(config.allow_private_networks)
 
     async def fetch_hashed(self, url: str, hashing: bool = True) -> Tuple[bytearray, Optional[bytes]]:
@@ -86,7 +90,7 @@ class Downloader:
             slots.leave_host()  # the origin's slot goes to the next download from it
 
     async def _fetch_attempts(self, url: str, hashing: bool) -> Tuple[bytearray, Optional[bytes]]:
-        config = self.config
+        budget = self.limits.request_timeout
         target = fetch_form(url)
         attempt = 0
         spent = 0.0
@@ -94,33 +98,24 @@ class Downloader:
             attempt += 1
             started = time.monotonic()
             try:
-                return await self._fetch_once(target, hashing, config.request_timeout - spent)
+                return await self._fetch_once(target, hashing, budget - spent)
             except TransferError as error:
                 spent += time.monotonic() - started
-                if not error.retryable or attempt >= config.max_attempts:
-                    if error.retryable and attempt > 1:
-                        error.reason += " (after %d attempts)" % attempt
-                    raise
-                if config.request_timeout - spent < MIN_ATTEMPT:
-                    error.reason += " (after %d attempts, request_timeout of %g s used up)" % (
-                        attempt, config.request_timeout)
-                    raise
-                wait = backoff.delay(attempt)
-                if error.retry_after is not None:
-                    if error.retry_after > config.request_timeout:
-                        error.reason += " (asked to retry after %d s)" % error.retry_after
-                        raise
-                    wait = max(wait, error.retry_after)
+                wait = self.retry.wait_before_retry(error, attempt)
+                if budget - spent < MIN_ATTEMPT:
+                    raise error.final(" (after %d attempts, request_timeout of %g s used up)"
+                                      % (attempt, budget)) from None
                 log.debug("download of %s failed (%s); retry %d in %.1f s", url, error.reason, attempt, wait)
                 await slots.retry_sleep(wait)
 
     async def _fetch_once(self, url: str, hashing: bool, timeout: float) -> Tuple[bytearray, Optional[bytes]]:
         """One attempt, allowed ``timeout`` seconds (what is left of request_timeout)."""
-        config = self.config
-        if timeout < config.request_timeout:  # a later attempt: its reasons name the time it had
+        limits = self.limits
+        if timeout < limits.request_timeout:  # a later attempt: its reasons name the time it had
             timeout = round(timeout, 1)
-            config = config.replace(request_timeout=timeout, connect_timeout=min(config.connect_timeout, timeout))
-        body = _Body(config.max_image_bytes, hashing)
+            limits = dataclasses.replace(limits, request_timeout=timeout,
+                                         connect_timeout=min(limits.connect_timeout, timeout))
+        body = _Body(limits.max_bytes, hashing)
         guard = self.new_guard()
 
         def prepare(curl: pycurl.Curl) -> None:
@@ -130,23 +125,23 @@ class Downloader:
             curl.setopt(pycurl.PROXY, "")
             curl.setopt(pycurl.WRITEFUNCTION, body.write)
             curl.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
-            curl.setopt(pycurl.MAXFILESIZE_LARGE, config.max_image_bytes)
-            curl.setopt(pycurl.LOW_SPEED_LIMIT, LOW_SPEED_LIMIT)
-            curl.setopt(pycurl.LOW_SPEED_TIME, LOW_SPEED_TIME)
+            curl.setopt(pycurl.MAXFILESIZE_LARGE, limits.max_bytes)
+            curl.setopt(pycurl.LOW_SPEED_LIMIT, limits.stall_speed)
+            curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(limits.stall_time)))
             if guard is not None:
                 guard.install(curl)
 
         request = HTTPRequest(
-            url, follow_redirects=True, max_redirects=MAX_REDIRECTS,
-            connect_timeout=config.connect_timeout, request_timeout=config.request_timeout,
+            url, follow_redirects=True, max_redirects=limits.max_redirects,
+            connect_timeout=limits.connect_timeout, request_timeout=limits.request_timeout,
             user_agent=USER_AGENT, headers={"Accept": ACCEPT},
             decompress_response=True, prepare_curl_callback=prepare,
         )
         response, error = await fetch(self.http, request)
         if response is None:
             if body.too_large or getattr(error, "errno", None) == pycurl.E_FILESIZE_EXCEEDED:
-                raise TransferError("download exceeded %d bytes" % config.max_image_bytes, "too_large")
-            raise curl_failure(error, url, config, "download", guard.reason if guard else None)
+                raise TransferError("download exceeded %d bytes" % limits.max_bytes, "too_large")
+            raise curl_failure(error, url, limits, "download", guard.reason if guard else None)
         code = response.code
         if 200 <= code < 300:
             return body.data, body.hash.digest() if body.hash is not None else None

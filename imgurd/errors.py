@@ -18,3 +18,7 @@ class TransferError(Exception):
         self.kind = kind
         self.retryable = retryable
         self.retry_after = retry_after
+
+    def final(self, suffix: str = "") -> "TransferError":
+        """This failure as the last word on its step: ``suffix`` added to the reason, not retried again."""
+        return TransferError(self.reason + suffix, self.kind)

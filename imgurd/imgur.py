@@ -14,8 +14,10 @@ from .answers import error_message, looks_like_html
 from .curlerrors import curl_failure, fetch, quiet
 from .download import undo_download_options
 from .errors import TransferError
+from .limits import RequestLimits
 from .oauth import TokenSource
 from .ratelimit import LONGEST_PAUSE, RateGate, wait_in_words
+from .retry import RetryPolicy
 
 log = logging.getLogger("imgurd.imgur")
 
@@ -109,6 +111,12 @@ class ImgurClient:
         self.tokens = tokens
         self.gate = gate
         self.url = config.api_url + "/3/image"
+        self.limits = RequestLimits.from_config(config)
+        # a Retry-After from Imgur is waited for as long as max_rate_limit_wait allows
+        self.retry = RetryPolicy(
+            config.max_attempts, config.max_rate_limit_wait,
+            lambda seconds: "; Imgur asked to retry after %d s, beyond max_rate_limit_wait (%d s)"
+            % (seconds, config.max_rate_limit_wait))
 
     async def upload(self, data: "bytes | bytearray", filename: str, mime: str) -> Tuple[str, Optional[str]]:
         """Upload ``data``; return (link, deletehash). Retries what is worth retrying.
@@ -141,8 +149,7 @@ class ImgurClient:
                 first_refused = first_refused or now
                 max_wait = self.config.max_rate_limit_wait
                 if limited.wait is not None and limited.wait > max_wait:
-                    raise TransferError("%s; Imgur asked to retry after %d s, beyond max_rate_limit_wait (%d s)"
-                                        % (limited.reason, limited.wait, max_wait), "rate_limit") from None
+                    raise TransferError(limited.reason + self.retry.too_long(limited.wait), "rate_limit") from None
                 if now - first_refused > max_wait:
                     raise TransferError("%s; still refused after %d s of waiting, beyond max_rate_limit_wait "
                                         "(%d s)" % (limited.reason, now - first_refused, max_wait),
@@ -151,17 +158,7 @@ class ImgurClient:
                 log.debug("upload refused with 429 (%s); waiting for Imgur's budget", limited.reason)
                 await slots.retry_sleep(pause)  # holding no transfer slot meanwhile
             except TransferError as error:
-                if not error.retryable or attempt >= self.config.max_attempts:
-                    if error.retryable:
-                        error.reason += " (after %d attempts)" % attempt
-                    raise
-                wait = backoff.delay(attempt)
-                if error.retry_after is not None:
-                    if error.retry_after > self.config.max_rate_limit_wait:
-                        error.reason += "; Imgur asked to retry after %d s, beyond max_rate_limit_wait (%d s)" % (
-                            error.retry_after, self.config.max_rate_limit_wait)
-                        raise
-                    wait = max(wait, error.retry_after)
+                wait = self.retry.wait_before_retry(error, attempt)
                 log.debug("upload attempt %d failed (%s); retrying in %.1f s", attempt, error.reason, wait)
                 await slots.retry_sleep(wait)  # holding no transfer slot meanwhile
 
@@ -181,7 +178,7 @@ class ImgurClient:
             self.gate.release(response.headers if response is not None else None)
             body.release()
         if response is None:
-            raise curl_failure(error, self.url, self.config, "upload")
+            raise curl_failure(error, self.url, self.limits, "upload")
         return self._outcome(response, auth)
 
     def _outcome(self, response: HTTPResponse, auth: str) -> Tuple[str, Optional[str]]:
@@ -230,7 +227,7 @@ class ImgurClient:
         response, error = await fetch(self.http, request)
         if response is None:
             log.warning("Imgur is not reachable at %s (%s); going on, uploads will retry",
-                        self.config.api_url, curl_failure(error, url, self.config, "upload").reason)
+                        self.config.api_url, curl_failure(error, url, self.limits, "upload").reason)
             return
         if response.code in (401, 403):
             what = "access token" if self.tokens.uses_oauth else "client_id"

@@ -169,6 +169,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("request_timeout", _seconds(0.001), 60.0,
             "Seconds allowed for one upload request, and for all attempts of one download together.",
             kind="float"),
+    Setting("stall_speed", _int(1), 1024,
+            "A download slower than this many bytes/s for stall_time seconds is cut (a drip-feeding origin).",
+            kind="int"),
+    Setting("stall_time", _seconds(0.5), 10.0, "Seconds a download may stay under stall_speed.", kind="float"),
+    Setting("max_redirects", _int(0, 50), 5, "Most redirects a download follows.", kind="int"),
     Setting("max_attempts", _int(1, 100), 4, "Tries per step (download, upload) for retryable failures.",
             kind="int"),
     Setting("max_rate_limit_wait", _seconds(0), 86400.0,
@@ -219,12 +224,6 @@ class Config:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
-
-    def replace(self, **changes: Any) -> "Config":
-        """A copy with ``changes`` (e.g. the time left of request_timeout for a download's retry)."""
-        merged = dict(self.values)
-        merged.update(changes)
-        return Config(merged)
 
     @property
     def uses_oauth(self) -> bool:

@@ -8,7 +8,7 @@ from tornado import gen
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.netutil import bind_sockets
 
-from imgurd import backoff, download, listener
+from imgurd import backoff, listener
 from imgurd.service import Service
 from imgurd.settings import defaults
 from tests.fakes import BackgroundServers, FakeImgur, Origin
@@ -19,7 +19,6 @@ def fast_retries(monkeypatch):
     """Backoff in milliseconds and a short stall window, so fault tests run quickly."""
     monkeypatch.setattr(backoff, "BASE_DELAY", 0.01)
     monkeypatch.setattr(backoff, "MAX_DELAY", 0.05)
-    monkeypatch.setattr(download, "LOW_SPEED_TIME", 2)
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ def start_service(io_loop, imgur):
 
     def start(**overrides: Any) -> Api:
         values: Dict[str, Any] = dict(client_id=imgur.client_id, api_url=imgur.url, allow_private_networks=True,
-                                      connect_timeout=5.0, request_timeout=10.0)
+                                      connect_timeout=5.0, request_timeout=10.0, stall_time=2.0)
         values.update(overrides)
         service = Service(defaults(**values))
         server = listener.make_server(service.application(), service.config)

@@ -184,3 +184,28 @@ def test_fast_path_of_normalise_agrees_with_the_general_parser():
 
     check()
     assert normalise("http://\u212aelvin.com/") == _parse("http://\u212aelvin.com/")  # not ASCII: general path
+
+
+def test_retry_policy_builds_the_final_reason_once():
+    from imgurd.errors import TransferError
+    from imgurd.retry import RetryPolicy
+
+    policy = RetryPolicy(3, 10.0, lambda seconds: " (asked to retry after %d s)" % seconds)
+    flaky = TransferError("origin answered HTTP 503", "download", retryable=True)
+    assert 0 <= policy.wait_before_retry(flaky, 1) <= backoff.MAX_DELAY
+    with pytest.raises(TransferError) as given_up:
+        policy.wait_before_retry(flaky, 3)
+    assert given_up.value.reason == str(given_up.value) == "origin answered HTTP 503 (after 3 attempts)"
+    assert flaky.reason == "origin answered HTTP 503"  # the error it started from is left as it was
+    with pytest.raises(TransferError) as too_long:
+        policy.wait_before_retry(TransferError("busy", "download", retryable=True, retry_after=60), 1)
+    assert str(too_long.value) == "busy (asked to retry after 60 s)" and not too_long.value.retryable
+    assert policy.wait_before_retry(TransferError("busy", "download", retryable=True, retry_after=5), 1) >= 5
+
+
+def test_stall_text_names_the_limit_in_force():
+    from imgurd.limits import RequestLimits
+
+    limits = RequestLimits(1, 1.0, 1.0, 1024, 10.0, 5)
+    assert limits.stall_text() == "under 1 KiB/s for 10 s"
+    assert RequestLimits(1, 1.0, 1.0, 500, 2.5, 5).stall_text() == "under 500 bytes/s for 2.5 s"
