@@ -424,6 +424,21 @@ class _OriginHandler(web.RequestHandler):
         finally:
             origin.in_flight -= 1
 
+    async def _trickle(self, seconds: float, every: float, piece: bytes) -> None:
+        """A JPEG's first bytes, then ``piece`` every ``every`` seconds for ``seconds``, then the rest."""
+        self.set_header("Content-Type", "image/jpeg")
+        self.write(JPEG[:4])
+        await self.flush()
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                await gen.sleep(every)
+                self.write(piece)
+                await self.flush()
+        except Exception:  # the client hung up, as it should
+            return
+        self.finish(JPEG[4:])
+
     async def _answer(self) -> None:
         origin = self.origin
         path = self.request.path
@@ -470,31 +485,9 @@ class _OriginHandler(web.RequestHandler):
             except Exception:  # the client hung up, as it should
                 return
         elif parts[0] == "slow":  # /slow/<seconds>: headers, then a byte now and then
-            self.set_header("Content-Type", "image/jpeg")
-            self.write(JPEG[:4])
-            await self.flush()
-            deadline = time.monotonic() + float(parts[1])
-            try:
-                while time.monotonic() < deadline:
-                    await gen.sleep(0.5)
-                    self.write(b"\0")
-                    await self.flush()
-            except Exception:
-                return
-            self.finish(JPEG[4:])
+            await self._trickle(float(parts[1]), 0.5, b"\0")
         elif parts[0] == "drip":  # /drip/<seconds>: a tarpit, 4 KiB/s (above the stall cut-off) for that long
-            self.set_header("Content-Type", "image/jpeg")
-            self.write(JPEG[:4])
-            await self.flush()
-            deadline = time.monotonic() + float(parts[1])
-            try:
-                while time.monotonic() < deadline:
-                    await gen.sleep(0.25)
-                    self.write(b"\0" * 1024)
-                    await self.flush()
-            except Exception:
-                return
-            self.finish(JPEG[4:])
+            await self._trickle(float(parts[1]), 0.25, b"\0" * 1024)
         elif parts[0] == "hang":  # /hang/<seconds>: no headers at all for a while
             await gen.sleep(float(parts[1]))
             self.finish(JPEG)

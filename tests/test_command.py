@@ -1,7 +1,6 @@
 """The installed ``imgurd`` command as a user runs it: a subprocess, driven with the curl binary."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -10,6 +9,7 @@ import time
 import pytest
 
 from imgurd import __version__
+from tests.daemon import environment
 from tests.fakes import HTML, JPEG, PNG
 from tests.helpers import Daemon, free_port, imgurd_command
 
@@ -128,7 +128,7 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path, args, config, expecte
         path.write_text(config)
         args = args + ["--config", str(path)]
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+    env = environment()
     out = subprocess.run([imgurd_command(), "--port", str(port), *args], capture_output=True, text=True,
                          env=env, timeout=20)
     assert out.returncode == 2

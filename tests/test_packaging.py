@@ -15,6 +15,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from imgurd.settings import BY_NAME, CREDENTIAL_KEYS, SETTINGS
+from tests.daemon import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -191,7 +192,7 @@ def test_docker_healthcheck_command_really_checks_healthz(tmp_path):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(notify_path)
     listener.settimeout(15)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+    env = environment()
     env.update(IMGURD_CLIENT_ID="healthcheck-test", IMGURD_PORT=str(port), NOTIFY_SOCKET=notify_path,
                # the check must not go through a proxy configured for the container
                http_proxy="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")

@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 
 from imgurd.state import read_file
+from tests.daemon import environment
 from tests.fakes import JPEG, BackgroundServers, Origin, jpeg_of_size
 from tests.helpers import Daemon, installed_command
 
@@ -58,10 +59,8 @@ def link_count(base, headers=None):
 
 
 def submit_process(*args, server):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
-    env["IMGURD_SERVER"] = server
     return subprocess.Popen([installed_command("imgurd-submit"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=environment({"IMGURD_SERVER": server}))
 
 
 def run_submit(*args, server, timeout=60):
@@ -213,7 +212,7 @@ def test_a_state_file_it_cannot_use_stops_start_up_and_is_left_alone(tmp_path, c
         content = gzip.compress(b'{"format": "imgurd-state", "version": 2, "imgurd": "2.0.0"}\n{"end": {}}\n')
     state.write_bytes(content)
     os.utime(state, (1000000000, 1000000000))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+    env = environment()
     result = subprocess.run([installed_command("imgurd"), "--client-id", "x", "--port", "0", "--state-file",
                              str(state), "--state-interval", "1"], capture_output=True, text=True, env=env,
                             timeout=20)

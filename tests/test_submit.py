@@ -20,6 +20,7 @@ import urllib.request
 import pytest
 
 from imgurd.handlers import BACKLOG_RETRY_AFTER
+from tests.daemon import environment
 from tests.fakes import HTML, JPEG, PNG, BackgroundServers, jpeg_of_size
 from tests.helpers import Daemon, free_port, installed_command
 
@@ -30,7 +31,7 @@ SUMMARY = re.compile(r"^imgurd-submit: (\d+) URLs, (\d+) complete, (\d+) failed(
 
 
 def submit_env(server=None, token=None, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGURD_")}
+    env = environment()
     if server is not None:
         env["IMGURD_SERVER"] = server
     if token is not None:
@@ -328,7 +329,7 @@ class _ScriptedApi(http.server.BaseHTTPRequestHandler):
         self.server.posts.append((self.headers.get("Idempotency-Key"), urls))
         answer = self.server.script.pop(0) if self.server.script else "accept"
         if answer == "busy":
-            self._json(503, {"error": "backlog full; retry later"}, [("Retry-After", "0.5")])
+            self._json(503, {"error": "backlog full; retry later"}, [("Retry-After", "1")])
         elif answer == "drop":  # the connection is lost before any answer
             self.close_connection = True
         else:
