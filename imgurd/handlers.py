@@ -10,7 +10,8 @@ from typing import Any, Optional
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 
-from .jobs import LINK_BLOCK, JobStore, encode, job_bytes
+from .jobs import JobStore, job_bytes
+from .reports import LINK_BLOCK, encode
 from .urls import check_urls
 
 log = logging.getLogger("imgurd.api")
@@ -225,7 +226,7 @@ class JobHandler(ApiHandler):
         job = self.store.get(job_id.lower()) if _UUID.match(job_id.lower()) else None
         if job is None:
             raise ApiError(404, "no job with id %s (unknown, malformed or expired)" % job_id[:64])
-        self.finish(self.store.report(job, self.service.waiting()))
+        self.finish(self.service.reports.job(job, self.service.waiting()))
 
 
 class ImagesHandler(ApiHandler):
@@ -244,7 +245,7 @@ class ImagesHandler(ApiHandler):
         # A long list: JSON pieces mostly encoded in advance, written without being joined into one
         # body (no copy of megabytes, no ETag hashed over them), with a Content-Length.
         pieces = [b'{"uploaded":[']
-        for piece in self.store.links_json(offset, end):
+        for piece in self.service.reports.links(offset, end):
             if len(pieces) > 1:
                 pieces.append(b",")
             pieces.append(piece)

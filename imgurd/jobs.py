@@ -1,12 +1,12 @@
 """In-memory job store: jobs, their URLs' outcomes, the link registry, fair scheduling, eviction.
 
+What the API makes of it in JSON is reports.py's concern.
+
 Everything here is O(1) per call (or bounded per call, for eviction), so the
 request handlers never do work proportional to the backlog.
 """
 
 import collections
-import datetime
-import json
 import sys
 import time
 import uuid
@@ -18,9 +18,6 @@ COMPLETE = "complete"
 FAILED = "failed"
 
 EVICT_BATCH = 1000  # most jobs evicted in one call, so a sweep never holds the loop long
-FINISHED_JSON_CACHE = 32  # encoded reports of finished jobs kept: they never change, and clients poll them
-FINISHED_JSON_BYTES = 16 * 1024 * 1024  # ... and at most this many bytes of them
-LINK_BLOCK = 2048  # links per block of encoded JSON kept for GET /v1/images
 
 # What a retained job costs beyond the text of its URLs, reasons and links (each counted with
 # sys.getsizeof), measured with tracemalloc (tests/test_retained_bytes.py checks the count stays above it)
@@ -38,26 +35,11 @@ def job_bytes(urls: Sequence[str], idempotency_key: Optional[str] = None) -> int
     return size
 
 
-def encode(document: object) -> bytes:
-    """Compact UTF-8 JSON, the one encoding of every API answer."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def _json_elements(links: Sequence[str]) -> bytes:
-    """``links`` as the comma-separated elements of a JSON array (no brackets), UTF-8."""
-    return json.dumps(links, ensure_ascii=False, separators=(",", ":"))[1:-1].encode("utf-8")
-
-
-def utc_stamp(epoch: float) -> str:
-    """ISO 8601, UTC, milliseconds, 'Z' (SPEC 1)."""
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
-
-
 # a URL's state, one byte each in Job.states
 _PENDING, _IN_PROGRESS, _COMPLETE, _FAILED = 0, 1, 2, 3
+COMPLETE_STATE, FAILED_STATE = _COMPLETE, _FAILED  # for the reports (reports.py)
 STATE_NAMES = (PENDING, IN_PROGRESS, COMPLETE, FAILED)
-_HELD_STATE_NAMES = (PENDING, PENDING, COMPLETE, FAILED)  # while Imgur's budget holds every upload
+HELD_STATE_NAMES = (PENDING, PENDING, COMPLETE, FAILED)  # while Imgur's budget holds every upload
 
 
 class Item:
@@ -107,38 +89,6 @@ class Job:
             return COMPLETE
         return IN_PROGRESS if self.started else PENDING
 
-    def as_json(self, waiting: Optional[Dict[str, str]] = None) -> Dict[str, object]:
-        """The job's report; ``waiting`` (why and until when Imgur's budgets hold uploads) shows only
-        while URLs are unfinished, and then those already started are held too: they show ``pending``."""
-        if self.done == len(self.urls):
-            waiting = None
-        names = STATE_NAMES if waiting is None else _HELD_STATE_NAMES
-        pending: List[str] = []
-        complete: List[str] = []
-        failed: List[str] = []
-        images = []
-        links, errors = self.links, self.errors
-        for index, (url, state) in enumerate(zip(self.urls, self.states)):
-            link = error = None
-            if state == _COMPLETE:
-                link = links[index]  # type: ignore[index]
-                complete.append(link)
-            elif state == _FAILED:
-                error = errors[index]
-                failed.append(url)
-            else:
-                pending.append(url)
-            images.append({"url": url, "status": names[state], "link": link, "error": error})
-        return {
-            "id": self.id,
-            "created": utc_stamp(self.created),
-            "finished": utc_stamp(self.finished) if self.finished is not None else None,
-            "status": self.status,
-            "uploaded": {"pending": pending, "complete": complete, "failed": failed},
-            "images": images,
-            "waiting": waiting,
-        }
-
 
 class JobStore:
     """All jobs, the backlog count, the list of uploaded links, and the round-robin run queue.
@@ -164,12 +114,8 @@ class JobStore:
         self.in_flight = 0
         self.links: List[str] = []  # append-only: links are never removed or reordered
         self._link_set = set()
-        # links[i * LINK_BLOCK:(i + 1) * LINK_BLOCK] as JSON, for every block filled so far: listing
-        # 100,000 links then writes 50 ready-made pieces instead of encoding 3 MB of JSON each time
-        self._link_blocks: List[bytes] = []
         self._runnable: Deque[Job] = collections.deque()  # jobs with URLs not yet handed out
-        self._finished_json: OrderedDict[str, bytes] = collections.OrderedDict()  # job id -> report, LRU
-        self._finished_json_bytes = 0
+        self.on_evicted: Callable[[Job], None] = lambda job: None  # told of every job dropped
 
     # --- accepting
 
@@ -195,21 +141,6 @@ class JobStore:
         if job is not None and job.finished_at is not None and self.clock() - job.finished_at >= self.job_ttl:
             return None
         return job
-
-    def report(self, job: Job, waiting: Optional[Dict[str, str]] = None) -> bytes:
-        """The job's report as JSON; a finished job's is encoded once and kept while it is asked for."""
-        if job.done < len(job):
-            return encode(job.as_json(waiting))
-        cache = self._finished_json
-        report = cache.get(job.id)
-        if report is None:
-            report = cache[job.id] = encode(job.as_json())
-            self._finished_json_bytes += len(report)
-            while len(cache) > FINISHED_JSON_CACHE or self._finished_json_bytes > FINISHED_JSON_BYTES:
-                self._finished_json_bytes -= len(cache.popitem(last=False)[1])
-        else:
-            cache.move_to_end(job.id)
-        return report
 
     def by_idempotency_key(self, key: str) -> Optional[Job]:
         return self.idempotency.get(key)
@@ -240,33 +171,6 @@ class JobStore:
         """A job refused by ``admit`` may go on: it is served next."""
         self._runnable.appendleft(job)
 
-    # --- the list of links
-
-    def links_json(self, start: int, end: int) -> List[bytes]:
-        """``links[start:end]`` as JSON array elements, in pieces to be joined with ``b","``.
-
-        Whole blocks come from the cache; only the ends of the range are encoded now.
-        """
-        links = self.links
-        end = min(end, len(links))
-        pieces: List[bytes] = []
-        block = start // LINK_BLOCK
-        while start < end and block * LINK_BLOCK < end:
-            low, high = block * LINK_BLOCK, (block + 1) * LINK_BLOCK
-            if start <= low and high <= end:
-                pieces.append(self._link_block(block))
-            else:
-                pieces.append(_json_elements(links[max(start, low):min(end, high)]))
-            block += 1
-        return pieces
-
-    def _link_block(self, index: int) -> bytes:
-        blocks = self._link_blocks
-        while len(blocks) <= index:  # normally one step: blocks are made as they fill up
-            done = len(blocks)
-            blocks.append(_json_elements(self.links[done * LINK_BLOCK:(done + 1) * LINK_BLOCK]))
-        return blocks[index]
-
     # --- transfers
 
     def start(self, item: Item) -> None:
@@ -285,8 +189,6 @@ class JobStore:
         if link not in self._link_set:
             self._link_set.add(link)
             self.links.append(link)
-            if len(self.links) % LINK_BLOCK == 0:
-                self._link_block(len(self.links) // LINK_BLOCK - 1)
         self._finish(item, _COMPLETE)
 
     def fail(self, item: Item, reason: str) -> None:
@@ -344,7 +246,7 @@ class JobStore:
             finished.popitem(last=False)
             del self.jobs[job.id]
             self.retained_bytes -= job.size
-            self._finished_json_bytes -= len(self._finished_json.pop(job.id, b""))
+            self.on_evicted(job)
             if job.idempotency_key is not None and self.idempotency.get(job.idempotency_key) is job:
                 del self.idempotency[job.idempotency_key]
             dropped += 1
@@ -382,5 +284,3 @@ class JobStore:
             if link not in self._link_set:
                 self._link_set.add(link)
                 self.links.append(link)
-        if len(self.links) >= LINK_BLOCK:
-            self._link_block(len(self.links) // LINK_BLOCK - 1)

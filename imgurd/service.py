@@ -10,11 +10,12 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from . import handlers, logs, openapi
 from .download import Downloader
 from .imgur import ImgurClient
-from .jobs import EVICT_BATCH, JobStore, utc_stamp
+from .jobs import EVICT_BATCH, JobStore
 from .metrics import Metrics
 from .oauth import TokenSource
 from .pipeline import Pipeline
 from .ratelimit import RateGate
+from .reports import Reports, utc_stamp
 from .state import StateKeeper
 
 log = logging.getLogger("imgurd")
@@ -36,6 +37,7 @@ class Service:
         self.stopping = False  # set when shutdown begins: no new jobs
         self.receiving_bytes = 0  # bytes of POST bodies being received, all connections (handlers.UploadHandler)
         self.store = JobStore(config.job_ttl, config.max_jobs, max_retained_bytes=config.max_retained_bytes)
+        self.reports = Reports(self.store)  # the API's JSON of it, encoded once where it can be
         # Every transfer holds a semaphore slot while it uses curl, so the client never has to queue a
         # request (tornado would count that wait against connect_timeout). Downloads and uploads share
         # the one client: one set of curl timers on the loop instead of two shortens every transfer's

@@ -33,7 +33,8 @@ import zlib
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import __version__
-from .jobs import STATE_NAMES, Job, JobStore, utc_stamp
+from .jobs import STATE_NAMES, Job, JobStore
+from .reports import utc_stamp
 
 log = logging.getLogger("imgurd.state")
 

@@ -348,39 +348,43 @@ async def test_infinite_rate_limit_reset_is_not_an_internal_error(start_service,
 def test_finished_job_reports_are_cached_bounded_and_dropped_with_the_job():
     import json as json_module
 
-    from imgurd.jobs import FINISHED_JSON_CACHE, JobStore
+    from imgurd.jobs import JobStore
+    from imgurd.reports import FINISHED_JSON_CACHE, Reports
 
     now = [0.0]
     store = JobStore(job_ttl=10, max_jobs=100000, clock=lambda: now[0])
+    reports = Reports(store)
     running = store.add(["https://example.com/a.jpg", "https://example.com/b.jpg"])
     first = store.next_item()
     store.start(first)
-    assert json_module.loads(store.report(running))["status"] == "in-progress"
+    assert json_module.loads(reports.job(running))["status"] == "in-progress"
     store.complete(first, "https://i.imgur.com/a.jpg")
-    assert json_module.loads(store.report(running))["uploaded"]["complete"] == ["https://i.imgur.com/a.jpg"]
+    assert json_module.loads(reports.job(running))["uploaded"]["complete"] == ["https://i.imgur.com/a.jpg"]
     store.fail(store.next_item(), "origin answered HTTP 404")
-    report = store.report(running)
+    report = reports.job(running)
     assert json_module.loads(report)["status"] == "complete"
-    assert store.report(running) is report  # encoded once
+    assert reports.job(running) is report  # encoded once
     jobs = [store.add(["https://example.com/%d.jpg" % i]) for i in range(FINISHED_JSON_CACHE + 8)]
     for job in jobs:
         store.fail(store.next_item(), "x")
-        store.report(job)
-    assert len(store._finished_json) == FINISHED_JSON_CACHE
+        reports.job(job)
+    assert len(reports._finished) == FINISHED_JSON_CACHE
     now[0] = 100.0
     store.evict(limit=10 ** 6)
-    assert not store._finished_json and not store.jobs and store._finished_json_bytes == 0
+    assert not reports._finished and not store.jobs and reports._finished_bytes == 0
 
 
 def test_finished_job_report_cache_is_bounded_in_bytes(monkeypatch):
     from imgurd import jobs
+    from imgurd import reports as reports_module
 
-    monkeypatch.setattr(jobs, "FINISHED_JSON_BYTES", 10_000)
+    monkeypatch.setattr(reports_module, "FINISHED_JSON_BYTES", 10_000)
     store = jobs.JobStore(job_ttl=10, max_jobs=100000)
+    reports = reports_module.Reports(store)
     for i in range(20):  # reports of about 2 KB each: only the last few fit in 10 KB
         job = store.add(["https://example.com/%s/%d.jpg" % ("\\" * 400, i)])
         store.fail(store.next_item(), "x")
-        store.report(job)
-    assert 0 < store._finished_json_bytes <= 10_000
-    assert store._finished_json_bytes == sum(len(r) for r in store._finished_json.values())
-    assert len(store._finished_json) < 10
+        reports.job(job)
+    assert 0 < reports._finished_bytes <= 10_000
+    assert reports._finished_bytes == sum(len(r) for r in reports._finished.values())
+    assert len(reports._finished) < 10

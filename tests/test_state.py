@@ -10,6 +10,7 @@ import pytest
 
 from imgurd import state
 from imgurd.jobs import JobStore
+from imgurd.reports import job_document
 from imgurd.service import Service
 from imgurd.settings import defaults
 from imgurd.state import StateError, StateKeeper, read_file, take_snapshot, write_file
@@ -64,12 +65,12 @@ def test_round_trip_keeps_jobs_links_and_digests_and_requeues_what_was_in_flight
     assert loaded.digests == digests
     assert restored.links == store.links == ["https://i.imgur.com/bbbbbbb.png", "https://i.imgur.com/aaaaaaa.jpg"]
     new_a, new_b = restored.get(a.id), restored.get(b.id)
-    assert restored.get(b.id).as_json() == b.as_json()  # finished: exactly as it was
-    before = a.as_json()
+    assert job_document(restored.get(b.id)) == job_document(b)  # finished: exactly as it was
+    before = job_document(a)
     for index in (0, 3):
         assert before["images"][index]["status"] == "in-progress"
         before["images"][index]["status"] = "pending"  # in flight at the snapshot: pending again
-    assert new_a.as_json() == before
+    assert job_document(new_a) == before
     assert restored.by_idempotency_key("key-a") is new_a
     assert restored.backlog == 4 and restored.in_flight == 0
     assert list(restored.finished_jobs) == [b.id]
@@ -92,7 +93,7 @@ def test_a_restored_job_finishes_and_its_report_is_whole(tmp_path):
         restored.adopt(job)
     for n in range(4):
         finish(restored, restored.next_item(), link="https://i.imgur.com/new%04d.jpg" % n)
-    report = restored.get(a.id).as_json()
+    report = job_document(restored.get(a.id))
     assert report["status"] == "complete" and report["finished"] is not None
     assert [i["status"] for i in report["images"]] == ["complete", "complete", "failed"] + ["complete"] * 3
     assert restored.backlog == 0 and restored.next_item() is None
