@@ -18,8 +18,8 @@ setup(
         "pycurl>=7.45.3",  # CURLOPT_PREREQFUNCTION: the guard vets reused connections too
         "click>=8.0",
         "prometheus_client>=0.16",
-        "idna>=3.4",
-        "urllib3>=2",  # imgurd-submit's HTTP client  # IDNA 2008 / UTS 46 host names, as browsers and curl use (the stdlib codec is IDNA 2003)
+        "idna>=3.4",  # IDNA 2008 / UTS 46 host names, as browsers and curl use (the stdlib codec is IDNA 2003)
+        "urllib3>=2",  # imgurd-submit's HTTP client
         "Pillow>=11.3",  # the first whose wheels read AVIF (they bundle libwebp, libavif, libjpeg, zlib)
         "pillow-heif>=1.0",  # HEIC through libheif (wheels bundle it)
     ],
