@@ -186,7 +186,7 @@ class Imgurd(Child):
         while True:
             status, body = call(self.port, "GET", path)
             now = time.monotonic()
-            if status == 200 and body != b'{"uploaded":[]}':
+            if status == 200 and has_links(body):
                 return now
             if now > deadline:
                 raise RuntimeError("timed out waiting for %d links; %s" % (self.expected_links, self.counters()))
@@ -227,6 +227,14 @@ class Relay(Child):
 
 
 _connections: Dict[int, http.client.HTTPConnection] = {}
+
+
+def has_links(body: bytes) -> bool:
+    """Whether a ``GET /v1/images?...`` answer lists any link (its page is not empty)."""
+    try:
+        return bool(json.loads(body).get("uploaded"))
+    except (ValueError, AttributeError):
+        return False
 
 
 def call(port: int, method: str, path: str, body: Optional[bytes] = None, timeout: float = 60) -> Tuple[int, bytes]:

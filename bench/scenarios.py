@@ -22,6 +22,7 @@ from bench.children import (
     call,
     echo,
     finish_load,
+    has_links,
     image_urls,
     read_json_line,
     run_load,
@@ -99,7 +100,12 @@ class Bench:
         echo("  %s %s: %s (target %s) -> %s %s" % (number, what, value, target, self.rows[-1]["result"], margin))
 
     def imgurd(self, name: str, *flags: str, src: Optional[str] = None, probes: Optional[Path] = None) -> Imgurd:
+        """imgurd with ``flags``; every image of a run comes from one origin host, so unless told
+        otherwise its max_per_host is its max_concurrency (a tree from before max_per_host, given
+        with --compare-src, is left as it is)."""
         assert self.imgur is not None
+        if src is None and "--max-concurrency" in flags and "--max-per-host" not in flags:
+            flags += ("--max-per-host", flags[flags.index("--max-concurrency") + 1])
         return Imgurd(name, self.imgur, *flags, src=src, probes=probes)
 
     def latency(self, imgur: float, origin: float) -> None:
@@ -348,7 +354,7 @@ class Bench:
             while time.monotonic() < deadline:
                 sampled = max(sampled, daemon.rss())
                 status, body = call(daemon.port, "GET", "/v1/images?offset=%d&limit=1" % (daemon.expected_links - 1))
-                if body != b'{"uploaded":[]}':
+                if has_links(body):
                     break
                 time.sleep(0.02)
             else:
