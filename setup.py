@@ -15,7 +15,7 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "tornado>=6.2",
-        "pycurl>=7.45.3",  # CURLOPT_PREREQFUNCTION: the guard vets reused connections too
+        "pycurl>=7.45.7",  # CURLOPT_PREREQFUNCTION: the guard vets reused connections too
         "click>=8.0",
         "prometheus_client>=0.16",
         "idna>=3.4",  # IDNA 2008 / UTS 46 host names, as browsers and curl use (the stdlib codec is IDNA 2003)

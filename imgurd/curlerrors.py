@@ -37,6 +37,8 @@ async def fetch(http: AsyncHTTPClient, request: HTTPRequest) -> Tuple[Optional[H
         return await http.fetch(request, raise_error=False), None
     except (HTTPClientError, OSError) as error:
         return None, error
+    except ValueError:  # a header tornado refuses (CR/LF in a token, say): its message would show the header
+        return None, HTTPClientError(599, "request refused by the HTTP client (invalid header)")
 
 
 def curl_failure(error: Exception, url: str, limits: RequestLimits, kind: str,
@@ -45,8 +47,8 @@ def curl_failure(error: Exception, url: str, limits: RequestLimits, kind: str,
     host = urllib.parse.urlsplit(url).hostname or url
     errno = getattr(error, "errno", None)
     message = str(getattr(error, "message", "") or error or "")
-    if refused:
-        return TransferError(refused, "guard")
+    if refused and errno in (pycurl.E_COULDNT_CONNECT, pycurl.E_ABORTED_BY_CALLBACK, None):
+        return TransferError(refused, "guard")  # the guard's refusal is why; not a later failure
     if errno == pycurl.E_OPERATION_TIMEDOUT:
         if "too slow" in message.lower():
             return TransferError("transfer from %s stalled (%s)" % (host, limits.stall_text()), kind, retryable=True)

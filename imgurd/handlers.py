@@ -107,7 +107,7 @@ class UploadHandler(ApiHandler):
         # above ours, so a body (chunked, without Content-Length) a little too large still gets a 413
         self.request.connection.set_max_body_size(limit + 1024 * 1024)
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, "request body is %s bytes; at most %d (max_body_bytes)" % (declared, limit),
                            max_body_bytes=limit)
 

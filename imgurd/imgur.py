@@ -165,7 +165,7 @@ class ImgurClient:
     async def _attempt(self, body: _BodyStream, content_type: str) -> Tuple[str, Optional[str]]:
         auth = await self.tokens.header()
         request = HTTPRequest(
-            self.url, method="POST", body=b"",  # the real body is streamed by body.prepare
+            self.url, method="POST", follow_redirects=False, body=b"",  # the real body is streamed by body.prepare
             headers={"Authorization": auth, "Content-Type": content_type, "Accept": "application/json"},
             connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
             user_agent=USER_AGENT, prepare_curl_callback=body.prepare,
@@ -220,7 +220,8 @@ class ImgurClient:
     async def _check_credits(self) -> None:
         url = self.config.api_url + "/3/credits"
         request = HTTPRequest(
-            url, headers={"Authorization": await self.tokens.header(), "Accept": "application/json"},
+            url, follow_redirects=False,
+            headers={"Authorization": await self.tokens.header(), "Accept": "application/json"},
             connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
             user_agent=USER_AGENT, prepare_curl_callback=plain,
         )

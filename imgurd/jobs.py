@@ -143,7 +143,9 @@ class JobStore:
         return job
 
     def by_idempotency_key(self, key: str) -> Optional[Job]:
-        return self.idempotency.get(key)
+        """The job made with ``key``, while it is retained (the same ``job_ttl`` rule as ``get``)."""
+        job = self.idempotency.get(key)
+        return self.get(job.id) if job is not None else None
 
     # --- scheduling
 
@@ -263,6 +265,14 @@ class JobStore:
         job.states = bytearray(bytes(job.states).replace(bytes((_IN_PROGRESS,)), bytes((_PENDING,))))
         job.done = job.started = len(job) - job.states.count(_PENDING)
         unfinished = len(job) - job.done
+        # counted against max_retained_bytes as it would have been had it run here
+        job.size = job_bytes(job.urls, job.idempotency_key) + sum(
+            sys.getsizeof(reason) + ERROR_OVERHEAD for reason in job.errors.values())
+        if job.links is not None:
+            job.size += LINK_SLOT * len(job) + sum(sys.getsizeof(link) for link in job.links if link)
+        self.retained_bytes += job.size
+        if unfinished:
+            self.unfinished_bytes += job.size
         self.jobs[job.id] = job
         if job.idempotency_key is not None:
             self.idempotency[job.idempotency_key] = job

@@ -25,7 +25,7 @@ Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 OWN_ADDRESS = "this host's own address"
 
 if not hasattr(pycurl, "PREREQFUNCTION"):  # pragma: no cover - an old pycurl or libcurl
-    raise ImportError("imgurd needs pycurl >= 7.45.3 on libcurl >= 7.80 (CURLOPT_PREREQFUNCTION)")
+    raise ImportError("imgurd needs pycurl >= 7.45.7 on libcurl >= 7.80 (CURLOPT_PREREQFUNCTION)")
 
 
 def classify(address: Union[str, Address], own: Container[Address] = ()) -> Optional[str]:

@@ -78,8 +78,8 @@ class TokenSource:
             "client_secret": config.client_secret,
             "grant_type": "refresh_token",
         })
-        request = HTTPRequest(
-            config.api_url + "/oauth2/token", method="POST", body=body,
+        request = HTTPRequest(  # no redirects: a 307 would resend the secrets to whatever host it names
+            config.api_url + "/oauth2/token", method="POST", body=body, follow_redirects=False,
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
             connect_timeout=config.connect_timeout, request_timeout=config.request_timeout,
             user_agent=USER_AGENT, prepare_curl_callback=quiet,

@@ -87,6 +87,8 @@ def _parse_api_url(text: str) -> str:
     parts = urllib.parse.urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("%r is not an http(s) URL" % text)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("it holds a user name or password; imgurd authenticates with client_id and tokens")
     return value
 
 

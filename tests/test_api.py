@@ -268,3 +268,17 @@ async def test_long_listing_matches_the_links_across_cached_blocks(start_service
     for offset, limit in ((0, 2048), (1, 4096), (2047, 3), (2048, 2048), (4000, 2000), (100, 4800)):
         code, body, _ = await api.call("GET", "/v1/images?offset=%d&limit=%d" % (offset, limit))
         assert body == {"uploaded": links[offset:offset + limit], "total": 5000}, (offset, limit)
+
+
+@pytest.mark.gen_test
+async def test_a_non_ascii_digit_content_length_is_not_a_server_error(start_service):
+    import socket
+
+    from tornado.iostream import IOStream
+
+    api = start_service()
+    stream = IOStream(socket.create_connection(("127.0.0.1", api.port)))
+    await stream.write("POST /v1/images/upload HTTP/1.1\r\nHost: x\r\nContent-Length: \u00b2\r\n"
+                       "Connection: close\r\n\r\n".encode("utf-8"))
+    answer = await stream.read_until_close()
+    assert not answer.startswith(b"HTTP/1.1 5"), answer[:80]

@@ -286,3 +286,13 @@ async def test_job_report_shows_waiting_null_when_nothing_holds_it(start_service
     code, body, _ = await api.call("GET", "/v1/openapi.json")
     job_schema = json.dumps(body)
     assert '"waiting"' in job_schema
+
+
+def test_an_idempotency_key_dies_with_its_job_at_job_ttl():
+    now = [100.0]
+    store = JobStore(job_ttl=10, max_jobs=100, clock=lambda: now[0])
+    job = store.add(["https://example.com/a.jpg"], idempotency_key="k")
+    store.fail(store.next_item(), "x")
+    assert store.by_idempotency_key("k") is job
+    now[0] += 10
+    assert store.by_idempotency_key("k") is None  # before the sweep, as its job's 404

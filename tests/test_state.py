@@ -194,3 +194,14 @@ def test_a_second_process_cannot_use_the_same_file(tmp_path):
     StateKeeper(config, JobStore(3600, 100), {}).load()
     with pytest.raises(StateError, match="in use by another imgurd process"):
         StateKeeper(config, JobStore(3600, 100), {}).load()
+
+
+def test_restored_jobs_count_against_max_retained_bytes(tmp_path):
+    store, a, b, digests = sample_store()
+    path = tmp_path / "state.gz"
+    save(store, digests, path)
+    restored = JobStore(job_ttl=3600, max_jobs=100)
+    for job in read_file(str(path)).jobs:
+        restored.adopt(job)
+    assert restored.retained_bytes == store.retained_bytes > 0  # as if they had run here
+    assert restored.unfinished_bytes == sum(j.size for j in restored.jobs.values() if j.done < len(j)) > 0
