@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Dict, Optional
 
-from tornado import concurrent, locks
+from tornado import concurrent, gen, locks
 from tornado.ioloop import IOLoop
 
 from . import dryrun, sniff
@@ -40,7 +40,11 @@ class Pipeline:
         self.downloader = downloader
         self.imgur = imgur
         self.converter = Converter(config)  # WebP, AVIF, HEIC -> PNG, JPEG, GIF, off the loop
-        self.slots = locks.Semaphore(config.max_concurrency)
+        self.slots = transfer_slots.TransferSlots(config.max_concurrency)
+        # transfers started and not finished, sleepers (who hold no slot) included: each may hold an
+        # image in memory, so no new one starts beyond this
+        self.max_in_flight = 2 * config.max_concurrency
+        self._capped = False
         self.hosts = transfer_slots.HostSlots(config.max_per_host, self._requeue)
         self._work = locks.Condition()
         self._stopping = False
@@ -71,10 +75,19 @@ class Pipeline:
         return False
 
     async def _dispatch(self) -> None:
-        while True:
-            await self.slots.acquire()
+        while not self._stopping:
             # while a spent Imgur budget holds every upload, URLs wait here, pending, holding nothing
             await self.imgur.gate.open()
+            await self.slots.acquire()
+            if self.slots.returning or self.imgur.gate.holds():
+                self.slots.release()  # to the transfer back from a retry sleep first
+                await gen.moment
+                continue
+            if self.store.in_flight >= self.max_in_flight:
+                self.slots.release()
+                self._capped = True  # woken when a transfer ends
+                await self._work.wait()
+                continue
             item = None if self._stopping else self.store.next_item(self._admit)
             if item is None:
                 # no slot is held while waiting for work: a transfer coming back from a retry sleep
@@ -127,13 +140,17 @@ class Pipeline:
                 item = self._next(ticket)
                 if item is None:
                     ticket.release()
+                    if self._capped:
+                        self._capped = False
+                        self._work.notify_all()
                 if self.store.in_flight == 0:
                     self._idle.set()
 
     def _next(self, ticket: transfer_slots.Ticket) -> Optional[Item]:
         """The URL a finished transfer goes on with, holding its slot, or None to give the slot back
         (shutting down, or Imgur's budgets hold every upload: then URLs wait, pending, at the dispatcher)."""
-        if self._stopping or not ticket.has_slot or self.imgur.gate.waiting() is not None:
+        if (self._stopping or not ticket.has_slot or self.slots.returning
+                or self.store.in_flight >= self.max_in_flight or self.imgur.gate.holds()):
             return None
         item = self.store.next_item(self._admit)
         if item is not None:
@@ -149,6 +166,8 @@ class Pipeline:
 
     async def process(self, url: str) -> str:
         """Download, check and upload one URL; return its Imgur link or raise TransferError."""
+        if not self.config.dry_run:
+            self.imgur.gate.refuse_beyond_max_wait()  # no download for an upload that cannot happen
         started = time.monotonic()
         reuse = self.config.reuse_identical_uploads
         data, digest = await self.downloader.fetch_hashed(url, hashing=reuse)  # SHA-256 made as bytes arrive
@@ -166,7 +185,7 @@ class Pipeline:
         running = self._uploading.get(digest)
         if running is not None:  # the same bytes are being uploaded right now: share that upload
             self.metrics.reused.inc()
-            return await running
+            return await transfer_slots.holding_nothing(running)
         future: "concurrent.Future[str]" = concurrent.Future()
         self._uploading[digest] = future
         try:

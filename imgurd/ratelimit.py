@@ -229,14 +229,26 @@ class RateGate:
                     return
                 left = held.until - now
                 if left > self.max_wait:
-                    raise TransferError(
-                        "%s; it refills in %s, beyond max_rate_limit_wait (%s)"
-                        % (held.reason, _duration(left), _duration(self.max_wait)),
-                        "rate_limit",
-                    )
+                    raise self._too_long(held, left)
                 await gen.sleep(min(left, SLEEP_SLICE))
         finally:
             self.waiters -= 1
+
+    def _too_long(self, held: Waiting, left: float) -> TransferError:
+        return TransferError("%s; it refills in %s, beyond max_rate_limit_wait (%s)"
+                             % (held.reason, _duration(left), _duration(self.max_wait)), "rate_limit")
+
+    def holds(self) -> bool:
+        """Whether a budget or pause holds every upload now, for no longer than ``max_rate_limit_wait``."""
+        held = self.waiting()
+        return held is not None and held.until - self.clock() <= self.max_wait
+
+    def refuse_beyond_max_wait(self) -> None:
+        """Raise the failure an upload would meet now, when its wait is beyond ``max_rate_limit_wait``:
+        a URL fails before it is downloaded for nothing."""
+        held = self.waiting()
+        if held is not None and held.until - self.clock() > self.max_wait:
+            raise self._too_long(held, held.until - self.clock())
 
     async def open(self) -> None:
         """Return once a new transfer is worth starting: not while a budget or pause within

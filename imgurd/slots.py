@@ -16,10 +16,12 @@ import collections
 import contextlib
 import contextvars
 import urllib.parse
-from typing import AsyncIterator, Callable, Deque, Dict, Optional, Union
+from typing import AsyncIterator, Awaitable, Callable, Deque, Dict, Optional, TypeVar, Union
 
 from tornado import gen, locks
 from tornado.concurrent import Future
+
+T = TypeVar("T")
 
 _current: "contextvars.ContextVar[Optional[Ticket]]" = contextvars.ContextVar("imgurd_ticket", default=None)
 
@@ -68,15 +70,18 @@ class HostSlots:
 
     def release(self, host: str) -> None:
         queue = self.waiting.get(host)
-        while queue:
-            waiter = queue.popleft()
+        # a transfer already under way (back from a retry sleep) goes before a job's next URL
+        for waiter in list(queue or ()):
             if isinstance(waiter, Future):
+                queue.remove(waiter)  # type: ignore[union-attr]
                 if waiter.done():  # given up on (cancelled)
                     continue
                 waiter.set_result(None)  # the slot passes to it: the count stays
                 if not queue:
                     del self.waiting[host]
                 return
+        while queue:
+            waiter = queue.popleft()
             self.requeue(waiter)  # a job: it takes the slot itself, if still free when its turn comes
             break
         if queue is not None and not queue:
@@ -88,12 +93,39 @@ class HostSlots:
             del self.busy[host]
 
 
+class TransferSlots:
+    """The ``max_concurrency`` transfer slots: a tornado Semaphore, and how many transfers coming
+    back from a retry sleep wait for one. Those go before new work (``returning``): otherwise
+    transfers that keep their slot for the next URL, and the dispatcher, would keep them waiting
+    behind the whole backlog."""
+
+    __slots__ = ("semaphore", "returning")
+
+    def __init__(self, count: int) -> None:
+        self.semaphore = locks.Semaphore(count)
+        self.returning = 0
+
+    def acquire(self) -> "Future[bool]":
+        return self.semaphore.acquire()
+
+    def release(self) -> None:
+        self.semaphore.release()
+
+    async def reacquire(self) -> None:
+        """A slot for a transfer that gave its own back to sleep."""
+        self.returning += 1
+        try:
+            await self.semaphore.acquire()
+        finally:
+            self.returning -= 1
+
+
 class Ticket:
     """What one transfer holds: a pipeline slot, and its origin's host slot while it downloads."""
 
     __slots__ = ("slots", "hosts", "host", "has_slot", "has_host")
 
-    def __init__(self, slots: locks.Semaphore, hosts: HostSlots, host: str) -> None:
+    def __init__(self, slots: TransferSlots, hosts: HostSlots, host: str) -> None:
         self.slots = slots
         self.hosts = hosts
         self.host = host
@@ -127,7 +159,7 @@ class Ticket:
             if had_host:
                 await self.hosts.take(self.host)
                 self.has_host = True
-            await self.slots.acquire()
+            await self.slots.reacquire()
             self.has_slot = True
 
 
@@ -140,6 +172,16 @@ def leave_host() -> None:
     ticket = _current.get()
     if ticket is not None:
         ticket.leave_host()
+
+
+async def holding_nothing(awaitable: "Awaitable[T]") -> "T":
+    """Await ``awaitable`` (another transfer's upload of the same bytes, say) holding no slot, so
+    that transfer can always get one back after a retry sleep."""
+    ticket = _current.get()
+    if ticket is None:
+        return await awaitable
+    async with ticket.released():
+        return await awaitable
 
 
 async def retry_sleep(seconds: float) -> None:

@@ -381,3 +381,28 @@ def test_scheduler_holds_jobs_of_a_full_host_aside_at_constant_cost():
     assert third.job is slow[1] and len(calls) == 1  # in the order they were held aside: fair
     hosts.release("fast.example")
     assert hosts.busy == {"slow.example": 1}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_urls_of_identical_bytes_wait_for_a_sleeping_upload_holding_no_slot(start_service, origin, imgur):
+    """The first upload of some bytes sleeps before a retry (holding no slot); the other URLs of the
+    same bytes wait for it. Were they to hold their slots, that upload could never get one back."""
+    api = start_service(max_concurrency=2, max_per_host=2)
+    imgur.fail_next(503, "Over capacity", headers={"Retry-After": "1"})
+    urls = [origin.add("/same%d.jpg" % i, JPEG) for i in range(12)]  # one image behind twelve URLs
+    report = await api.wait(await api.submit(urls), timeout=20)
+    assert report["uploaded"]["failed"] == [] and len(set(report["uploaded"]["complete"])) == 1
+    assert len(imgur.uploads) == 1
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_transfers_sleeping_before_a_retry_are_bounded(start_service, origin, imgur):
+    """Sleepers hold no slot but keep their image: at most 2 x max_concurrency transfers exist at once."""
+    api = start_service(max_concurrency=2, max_per_host=2, reuse_identical_uploads=False)
+    imgur.fail_next(503, "Over capacity", headers={"Retry-After": "1"}, times=10)
+    job_id = await api.submit([origin.add("/s%d.jpg" % i, JPEG) for i in range(20)])
+    peak = 0
+    while (await api.job(job_id))["status"] != "complete":
+        peak = max(peak, api.service.store.in_flight)
+        await gen.sleep(0.01)
+    assert 2 < peak <= 4, peak  # sleepers let others run, but never without bound
