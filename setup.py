@@ -14,7 +14,7 @@ setup(
     packages=find_packages(include=["imgurd", "imgurd.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "tornado>=6.2",
+        "tornado>=6.6",  # resets curl handles between requests (downloads and uploads share them)
         "pycurl>=7.45.7",  # CURLOPT_PREREQFUNCTION: the guard vets reused connections too
         "click>=8.0",
         "prometheus_client>=0.16",

@@ -148,7 +148,11 @@ def write_file(path: str, snapshot: Snapshot, header: Dict[str, Any]) -> int:
     Returns the size in bytes. On any error the previous file stays as it was.
     """
     temporary = path + ".tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.unlink(temporary)  # a leftover (a crash mid-write): never written through, whatever it is
+    except FileNotFoundError:
+        pass
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with open(fd, "wb", closefd=True) as raw:
             with gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0) as packed:

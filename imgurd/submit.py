@@ -19,6 +19,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
@@ -406,6 +407,15 @@ def render(rows: Sequence[Row], fmt: str) -> str:
     return "".join(link + "\n" for link in links if link)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 class OutputFile:
     """``--output PATH``: the results rewritten whenever they change, atomically (temporary file, then
     rename), so an interrupted run always leaves a whole file holding everything it learned."""
@@ -419,18 +429,24 @@ class OutputFile:
         text = render(rows, self.fmt)
         if text == self.last:
             return
-        temporary = "%s.%d.tmp" % (self.path, os.getpid())
+        directory = os.path.dirname(os.path.abspath(self.path))
+        temporary = None
         try:
-            with open(temporary, "w", encoding="utf-8", newline="") as handle:
+            # a new file of our own beside the target (never one someone prepared, never a symlink)
+            fd, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(self.path), suffix=".tmp",
+                                             dir=directory)
+            os.fchmod(fd, 0o666 & ~_UMASK)  # the mode any file this user writes would have
+            with open(fd, "w", encoding="utf-8", newline="") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, self.path)
         except OSError as error:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+            if temporary is not None:
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
             raise SubmitError("cannot write --output %s: %s" % (self.path, error.strerror or error)) from None
         self.last = text
 

@@ -403,3 +403,18 @@ def test_a_batch_splits_to_the_size_the_server_names_or_in_halves():
     assert [len(b.uniques) for b in batch.split(3)] == [3, 3, 1]
     assert [len(b.uniques) for b in batch.split()] == [4, 3]
     assert len({b.key for b in batch.split(3)}) == 3  # each part is a job of its own
+
+
+def test_output_file_is_replaced_whole_with_the_users_mode(tmp_path):
+    from imgurd.submit import OutputFile, Row, Unique
+
+    target = tmp_path / "r.csv"
+    (tmp_path / "r.csv.1234.tmp").symlink_to(tmp_path / "elsewhere")  # a planted name is never used
+    unique = Unique("https://x.com/a.jpg", "k")
+    OutputFile(str(target), "csv").write([Row("https://x.com/a.jpg", unique)])
+    assert target.read_text().splitlines() == ["url,status,link,error", "https://x.com/a.jpg,pending,,"]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.csv.1234.tmp"]  # no temporary left
+    assert not (tmp_path / "elsewhere").exists()
