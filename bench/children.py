@@ -285,13 +285,13 @@ def finish_load(process: subprocess.Popen, timeout: float) -> Dict[str, Any]:
 # --- profiling (optional)
 
 
-def start_profiler(daemon: Imgurd, name: str) -> Optional[subprocess.Popen]:
+def start_profiler(daemon: Child, name: str) -> Optional[subprocess.Popen]:
     spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.path.exists(spy):
         echo("   (py-spy not installed: no profile)")
         return None
     output = OUT / (name.replace(" ", "") + ".txt")
-    echo("   profiling imgurd with py-spy -> %s" % output.relative_to(ROOT))
+    echo("   profiling %s with py-spy -> %s" % (daemon.name, output.relative_to(ROOT)))
     return subprocess.Popen([spy, "record", "--pid", str(daemon.pid), "--rate", "200", "--format", "raw",
                              "--output", str(output), "--nonblocking"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)

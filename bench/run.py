@@ -40,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run, e.g. 1,3 (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke test, not for the record)")
-    parser.add_argument("--profile", action="store_true", help="py-spy profiles of imgurd in scenario 2 (bench/out)")
+    parser.add_argument("--profile", action="store_true", help="py-spy profiles of imgurd in scenario 2, and of imgurd and the relay in scenario 6 (bench/out)")
     parser.add_argument("--compare-src", metavar="DIR",
                         help="a directory holding another imgurd package: scenarios 2 and 4a run it as well")
     parser.add_argument("--no-wrk", action="store_true", help="scenario 3 with bench.load even if wrk is installed")

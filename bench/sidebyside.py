@@ -12,7 +12,7 @@ import time
 from typing import Any, Dict, List, Optional, Union
 
 from bench import phases
-from bench.children import OUT, RELAY, Child, Fake, Imgurd, Relay, call, echo, image_urls
+from bench.children import OUT, RELAY, Child, Fake, Imgurd, Relay, call, echo, image_urls, start_profiler, stop_profiler
 from bench.instrument import FLUSH
 
 SIZE = 100 * 1024
@@ -70,12 +70,15 @@ class SideBySide:
         bench.latency(0, 0)
         services: Dict[str, Service] = {}
         results: Dict[str, Dict[str, Any]] = {}
+        profilers = []
         try:
             services["relay"] = Relay("relay", self.imgur, CONCURRENCY, self.probes["relay"])
             services["imgurd"] = bench.imgurd("imgurd-relay", "--max-concurrency", str(CONCURRENCY),
                                               "--max-per-host", str(CONCURRENCY), probes=self.probes["imgurd"])
             for service in services.values():  # connections, curl handles, imports
                 self.turn(service, "", 2 * CONCURRENCY, CONCURRENCY)
+                if bench.options.profile:
+                    profilers.append(start_profiler(service, "profile-6-%s" % service.name))
             self.imgur.record(True)
             self.origin.record(True)
             for number, (latency, batch, _) in enumerate(RUNS):
@@ -88,6 +91,9 @@ class SideBySide:
             failed = services["imgurd"].counters().get("failed", 0)
             assert failed == 0, "imgurd failed %d URLs: see %s" % (failed, services["imgurd"].log_path)
         finally:
+            for profiler in profilers:
+                if profiler is not None:
+                    stop_profiler(profiler)
             self.imgur.record(False)
             self.origin.record(False)
             bench.latency(0, 0)

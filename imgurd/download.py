@@ -1,9 +1,9 @@
 """Downloads from origins (SPEC 2.2-2.3): capped, guarded, redirect-limited, retried.
 
 The body is written by our own curl WRITEFUNCTION (set in
-``prepare_curl_callback``) straight into one buffer, so the cap is enforced
+``prepare_curl_callback``) as it arrives, so the cap is enforced
 as bytes arrive, an endless body is cut at ``max_image_bytes``, and no copy
-of the image is made on the way.
+of the image is made on the way (one, joining its chunks, if it came in several).
 """
 
 import dataclasses
@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 import urllib.parse
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import pycurl
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -34,27 +34,41 @@ MIN_ATTEMPT = 1.0  # seconds: with less of request_timeout left, no further atte
 
 
 class _Body:
-    """The WRITEFUNCTION target: a growing buffer that refuses to pass the cap, and optionally the
-    SHA-256 of what it holds, computed chunk by chunk as the bytes arrive (while they are still in
-    the CPU's cache, and without a pass over the whole image that would hold the event loop for
-    milliseconds on a large one)."""
+    """The WRITEFUNCTION target: the chunks curl hands over, kept as they are, refusing to pass the
+    cap, and optionally the SHA-256 of what they hold, computed chunk by chunk as the bytes arrive
+    (while they are still in the CPU's cache, and without a pass over the whole image that would hold
+    the event loop for milliseconds on a large one).
 
-    __slots__ = ("data", "cap", "too_large", "hash")
+    The chunks are joined once at the end, and not at all when the image came in one (a receive
+    buffer of 256 KiB makes that the common case): that ``bytes`` object then goes to Imgur as it is.
+    """
+
+    __slots__ = ("chunks", "size", "cap", "too_large", "hash")
 
     def __init__(self, cap: int, hashing: bool = False) -> None:
-        self.data = bytearray()
+        self.chunks: List[bytes] = []
+        self.size = 0
         self.cap = cap
         self.too_large = False
         self.hash = hashlib.sha256() if hashing else None
 
     def write(self, chunk: bytes) -> Optional[int]:
-        if len(self.data) + len(chunk) > self.cap:
+        self.size += len(chunk)
+        if self.size > self.cap:
             self.too_large = True
             return 0  # fewer bytes than given: curl aborts with CURLE_WRITE_ERROR
-        self.data += chunk
+        self.chunks.append(chunk)
         if self.hash is not None:
             self.hash.update(chunk)
         return None  # None means "all of it" to pycurl
+
+    def data(self) -> bytes:
+        chunks = self.chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        data = b"".join(chunks)
+        self.chunks = [data]
+        return data
 
 
 def undo_download_options(curl: pycurl.Curl) -> None:
@@ -76,7 +90,7 @@ class Downloader:
                                  lambda seconds: " (asked to retry after %d s)" % seconds)
         self.new_guard = netguard.prepare(config.allow_private_networks)
 
-    async def fetch_hashed(self, url: str, hashing: bool = True) -> Tuple[bytearray, Optional[bytes]]:
+    async def fetch_hashed(self, url: str, hashing: bool = True) -> Tuple[bytes, Optional[bytes]]:
         """The body of ``url`` and its SHA-256 digest (None unless ``hashing``), or TransferError with
         the reason. Retries what is worth retrying.
 
@@ -89,7 +103,7 @@ class Downloader:
         finally:
             slots.leave_host()  # the origin's slot goes to the next download from it
 
-    async def _fetch_attempts(self, url: str, hashing: bool) -> Tuple[bytearray, Optional[bytes]]:
+    async def _fetch_attempts(self, url: str, hashing: bool) -> Tuple[bytes, Optional[bytes]]:
         budget = self.limits.request_timeout
         target = fetch_form(url)
         attempt = 0
@@ -108,7 +122,7 @@ class Downloader:
                 log.debug("download of %s failed (%s); retry %d in %.1f s", url, error.reason, attempt, wait)
                 await slots.retry_sleep(wait)
 
-    async def _fetch_once(self, url: str, hashing: bool, timeout: float) -> Tuple[bytearray, Optional[bytes]]:
+    async def _fetch_once(self, url: str, hashing: bool, timeout: float) -> Tuple[bytes, Optional[bytes]]:
         """One attempt, allowed ``timeout`` seconds (what is left of request_timeout)."""
         limits = self.limits
         if timeout < limits.request_timeout:  # a later attempt: its reasons name the time it had
@@ -144,7 +158,7 @@ class Downloader:
             raise curl_failure(error, url, limits, "download", guard.reason if guard else None)
         code = response.code
         if 200 <= code < 300:
-            return body.data, body.hash.digest() if body.hash is not None else None
+            return body.data(), body.hash.digest() if body.hash is not None else None
         host = urllib.parse.urlsplit(response.effective_url or url).hostname
         reason = "origin answered HTTP %d" % code
         if code in (408, 425, 429) or code >= 500:

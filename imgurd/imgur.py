@@ -2,8 +2,8 @@
 
 import json
 import logging
+import os
 import time
-import uuid
 from typing import Optional, Tuple
 
 import pycurl
@@ -28,7 +28,7 @@ UPLOAD_BUFFER = 256 * 1024  # curl asks READFUNCTION for this much at a time (it
 def multipart_parts(filename: str, mime: str) -> Tuple[bytes, bytes, str]:
     """What goes before and after the image bytes in the ``multipart/form-data`` body (``type=file``,
     then ``image`` as a binary part), and the body's Content-Type."""
-    boundary = "imgurd-" + uuid.uuid4().hex
+    boundary = "imgurd-" + os.urandom(16).hex()  # not uuid4(): the same randomness, less work
     safe_name = filename.replace('"', "").replace("\r", "").replace("\n", "")
     head = (
         "--{b}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nfile\r\n"
@@ -46,54 +46,55 @@ def plain(curl: pycurl.Curl) -> None:
 
 
 class _BodyStream:
-    """curl's READFUNCTION for an upload: ``head + image + tail`` read straight from the image buffer.
+    """curl's READFUNCTION for an upload: ``head + image + tail`` read straight from the image.
 
     Joining the three into one body would copy every image once more, and hold both copies for
-    the whole upload; curl asks for the body in pieces anyway. SEEKFUNCTION lets curl rewind it
-    (to resend after a redirect, say). One per attempt.
+    the whole upload; curl asks for the body in pieces anyway. A part that fits in what curl asks
+    for is handed over as it is (the image is a ``bytes`` object: no copy at all); a larger one in
+    slices. SEEKFUNCTION lets curl rewind it (to resend after a redirect, say). One per attempt.
     """
 
     __slots__ = ("parts", "part", "offset", "size")
 
     def __init__(self, head: bytes, data: "bytes | bytearray | memoryview", tail: bytes) -> None:
-        self.parts = (memoryview(head), memoryview(data).cast("B"), memoryview(tail))
-        self.size = len(head) + self.parts[1].nbytes + len(tail)
+        self.parts: Tuple["bytes | memoryview", ...] = (
+            head, data if isinstance(data, bytes) else memoryview(data).cast("B"), tail)
+        self.size = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in self.parts)
         self.part = 0
         self.offset = 0
 
     def read(self, size: int) -> bytes:
-        parts = self.parts
-        pieces = []
-        while size > 0 and self.part < 3:
-            view = parts[self.part]
-            piece = view[self.offset:self.offset + size]
-            if piece.nbytes:
-                pieces.append(piece)
-                size -= piece.nbytes
-                self.offset += piece.nbytes
-            if self.offset >= view.nbytes:
+        while self.part < 3:
+            part = self.parts[self.part]
+            offset = self.offset
+            length = len(part) if isinstance(part, bytes) else part.nbytes
+            if offset >= length:
                 self.part += 1
                 self.offset = 0
-        if len(pieces) == 1:
-            return pieces[0].tobytes()
-        return b"".join(pieces)
+                continue
+            if offset == 0 and length <= size:
+                self.part += 1
+                return part if isinstance(part, bytes) else part.tobytes()
+            self.offset = end = min(length, offset + size)
+            return memoryview(part)[offset:end].tobytes()
+        return b""
 
     def seek(self, offset: int, origin: int) -> int:
         if origin != 0 or not 0 <= offset <= self.size:  # only ever asked to rewind (SEEK_SET)
             return pycurl.SEEKFUNC_CANTSEEK
         self.part = 0
-        for view in self.parts:
-            if offset < view.nbytes:
+        for part in self.parts:
+            length = len(part) if isinstance(part, bytes) else part.nbytes
+            if offset < length:
                 break
-            offset -= view.nbytes
+            offset -= length
             self.part += 1
         self.offset = offset
         return pycurl.SEEKFUNC_OK
 
     def release(self) -> None:
         """Let go of the image: a curl handle may keep its callbacks (and so this stream) until reused."""
-        empty = memoryview(b"")
-        self.parts = (empty, empty, empty)
+        self.parts = (b"", b"", b"")
 
     def prepare(self, curl: pycurl.Curl) -> None:
         """``prepare_curl_callback``: runs after tornado set up the (empty) body, and replaces it."""

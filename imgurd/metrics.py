@@ -5,7 +5,7 @@ Counters move where things happen (the pipeline and the API); gauges of state
 to be kept in step. No label ever holds a URL, a job id or a secret.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -48,8 +48,9 @@ class Metrics:
         self.urls_waiting = Gauge("imgurd_urls_waiting",
                                   "URLs held back by a spent Imgur budget (all unfinished ones while it holds "
                                   "uploads, else those waiting for an answer in flight).", registry=r)
-        for counter in (self.urls_finished.labels("complete", ""),):
-            counter.inc(0)
+        # urls_finished's series by (outcome, failure_class): labels() looks one up under a lock
+        self._finished: Dict[Tuple[str, str], Any] = {("complete", ""): self.urls_finished.labels("complete", "")}
+        self._finished["complete", ""].inc(0)  # the series exists, at 0, before the first URL finishes
 
     def watch(self, store, gate) -> None:
         """Read state gauges from the store and the rate-limit gate at scrape time."""
@@ -68,7 +69,10 @@ class Metrics:
         self.registry.register(_RateLimitCollector(gate.remaining))
 
     def finished(self, outcome: str, failure_class: str = "") -> None:
-        self.urls_finished.labels(outcome, failure_class).inc()
+        child = self._finished.get((outcome, failure_class))
+        if child is None:
+            child = self._finished[outcome, failure_class] = self.urls_finished.labels(outcome, failure_class)
+        child.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ import time
 from typing import Callable, Dict, Mapping, Optional
 
 from tornado import gen, locks
+from tornado.httputil import HTTPHeaders
 
 from .errors import TransferError
 
@@ -67,13 +68,18 @@ class Budget:
         return "%s (%d uploads%s)" % (self.why, self.limit // self.cost, per)
 
 
+# each budget's headers, in the lower case a plain dict of them is looked up in
+_BUDGET_HEADERS = tuple((name, prefix + "limit", prefix + "remaining", prefix + "reset") for name, prefix in (
+    ("client", "x-ratelimit-client"), ("user", "x-ratelimit-user"), ("post", "x-post-rate-limit-")))
+
+
 def _number(headers: Mapping[str, str], name: str) -> Optional[float]:
     value = headers.get(name)
     if value is None:
         return None
     try:
-        number = float(str(value).strip())
-    except ValueError:
+        number = float(value)  # white space around it is allowed
+    except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) and number >= 0 else None
 
@@ -120,11 +126,11 @@ class RateGate:
         taken off what it reports: better to wait once too often than to send into a spent budget.
         """
         now = self.clock()
-        lowered = {str(name).lower(): value for name, value in headers.items()}
-        for name, prefix in (("client", "x-ratelimit-client"), ("user", "x-ratelimit-user"),
-                             ("post", "x-post-rate-limit-")):
-            self.seed(name, _number(lowered, prefix + "limit"), _number(lowered, prefix + "remaining"),
-                      _number(lowered, prefix + "reset"), pending, now)
+        if not isinstance(headers, HTTPHeaders):  # tornado's answers' headers match names in any case already
+            headers = {str(name).lower(): value for name, value in headers.items()}
+        for name, limit, remaining, reset in _BUDGET_HEADERS:
+            self.seed(name, _number(headers, limit), _number(headers, remaining), _number(headers, reset),
+                      pending, now)
 
     def seed(self, name: str, limit: Optional[float], remaining: Optional[float], reset: Optional[float],
              pending: int = 0, now: Optional[float] = None) -> None:

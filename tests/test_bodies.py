@@ -1,0 +1,65 @@
+"""The image's way through memory: chunks kept as curl hands them over, then read back by curl for
+the upload without copies where a part fits (imgurd.download._Body, imgurd.imgur._BodyStream)."""
+
+import hashlib
+
+import pycurl
+import pytest
+
+from imgurd.download import _Body
+from imgurd.imgur import _BodyStream
+
+
+def read_all(stream: _BodyStream, size: int) -> bytes:
+    pieces = []
+    while True:
+        piece = stream.read(size)
+        assert len(piece) <= size
+        if not piece:
+            return b"".join(pieces)
+        pieces.append(piece)
+
+
+def test_one_chunk_is_kept_as_it_is_and_hashed():
+    chunk = b"\xff\xd8\xff" + bytes(1000)
+    body = _Body(cap=2000, hashing=True)
+    assert body.write(chunk) is None
+    assert body.data() is chunk  # no copy
+    assert body.hash.digest() == hashlib.sha256(chunk).digest()
+
+
+def test_chunks_are_joined_once_and_the_cap_refuses_what_passes_it():
+    body = _Body(cap=10)
+    assert body.write(b"12345") is None and body.write(b"6789") is None
+    assert body.data() == b"123456789" and body.data() is body.data()
+    assert body.write(b"ab") == 0 and body.too_large  # 11 bytes > 10: curl aborts the transfer
+    assert body.hash is None
+
+
+@pytest.mark.parametrize("data", [b"IMAGE-BYTES" * 50, bytearray(b"IMAGE-BYTES" * 50), memoryview(b"IMAGE" * 90)])
+@pytest.mark.parametrize("size", [1, 7, 64, 549, 560, 4096])
+def test_stream_reads_head_image_tail_in_any_piece_size(data, size):
+    stream = _BodyStream(b"--head--", data, b"--tail--")
+    expected = b"--head--" + bytes(data) + b"--tail--"
+    assert stream.size == len(expected)
+    assert read_all(stream, size) == expected
+    assert stream.seek(0, 0) == pycurl.SEEKFUNC_OK  # curl rewinds, e.g. to resend
+    assert read_all(stream, size) == expected
+
+
+def test_image_that_fits_goes_to_curl_without_a_copy():
+    data = b"\x89PNG" + bytes(5000)
+    stream = _BodyStream(b"head", data, b"tail")
+    assert stream.read(65536) == b"head"
+    assert stream.read(65536) is data
+    assert stream.read(65536) == b"tail" and stream.read(65536) == b""
+
+
+def test_seek_to_the_middle_and_refusals():
+    stream = _BodyStream(b"ab", b"cdef", b"gh")
+    assert stream.seek(3, 0) == pycurl.SEEKFUNC_OK
+    assert read_all(stream, 2) == b"defgh"
+    assert stream.seek(9, 0) == pycurl.SEEKFUNC_CANTSEEK
+    assert stream.seek(1, 1) == pycurl.SEEKFUNC_CANTSEEK
+    stream.release()
+    assert stream.read(10) == b""
