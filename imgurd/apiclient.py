@@ -1,8 +1,9 @@
 """A small blocking client for imgurd's own REST API, used by ``imgurd-submit`` (SPEC 6).
 
 urllib3 keeps the connection alive (and notices when the server dropped it while idle); this module
-adds what is imgurd's own: JSON in and out, patience with a server that restarts, and an optional
-deadline that no request or pause outlasts.
+adds what is imgurd's own: JSON in and out, patience with a server that restarts (the service's own
+retry policy, imgurd/retry.py, given a time budget), and an optional deadline that no request or
+pause outlasts.
 """
 
 import json
@@ -13,13 +14,15 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import urllib3
 
 from . import __version__, backoff
+from .retry import GiveUp, RetryPolicy
 
 USER_AGENT = "imgurd-submit/" + __version__
 REQUEST_TIMEOUT = 60.0  # seconds for one request (a POST of 1000 URLs is answered at once)
-RETRY_DELAYS = (0.5, 1.0, 2.0)  # pauses between tries when the server was reached before, then the last one
 RETRY_FOR = 120.0  # seconds a server that answered before may stay silent (a restart) before it counts as lost
+RETRY_BASE = 0.5  # the pauses between tries are jittered up to 0.5 s, 1 s, then ...
+RETRY_CAP = 2.0  # ... 2 s at most: a restarted server is noticed within 2 s
 DEFAULT_RETRY_AFTER = 5.0  # when a 503 comes without a usable Retry-After
-MAX_RETRY_AFTER = 3600.0
+MAX_RETRY_AFTER = 3600.0  # a longer Retry-After is waited for this long
 
 
 class SubmitError(Exception):
@@ -72,6 +75,7 @@ class Reply:
         return "%s (no JSON error message in the answer)" % (self.reason or "HTTP %d" % self.status)
 
     def retry_after(self) -> float:
+        """Seconds the answer's ``Retry-After`` asks for (DEFAULT_RETRY_AFTER when it has none it can read)."""
         return parse_retry_after(self.headers.get("Retry-After"))
 
     def limit(self, name: str) -> Optional[int]:
@@ -81,11 +85,17 @@ class Reply:
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> float:
-    """Seconds to wait from a ``Retry-After`` header, clamped to something a client can live with."""
+    """Seconds a ``Retry-After`` header asks for, DEFAULT_RETRY_AFTER when there is none it can read.
+    How much of that is waited is the retry policy's to say (``patience``)."""
     seconds = backoff.retry_after(value, now)
-    if seconds is None:
-        return DEFAULT_RETRY_AFTER
-    return min(max(seconds, 0.5), MAX_RETRY_AFTER)
+    return DEFAULT_RETRY_AFTER if seconds is None else seconds
+
+
+def patience(retry_for: Optional[float]) -> RetryPolicy:
+    """How imgurd-submit tries again: jittered pauses of up to 0.5 s, 1 s, then 2 s, or what a
+    ``Retry-After`` asks (up to MAX_RETRY_AFTER), for up to ``retry_for`` seconds after the first
+    failure (None: for as long as it takes)."""
+    return RetryPolicy(retry_after_limit=MAX_RETRY_AFTER, budget=retry_for, base=RETRY_BASE, cap=RETRY_CAP)
 
 
 def parse_server(server: str) -> Tuple[str, str, int, str]:
@@ -143,6 +153,7 @@ class ApiClient:
         self.api_token = api_token
         self.timeout = timeout
         self.retry_for = retry_for
+        self.retry = patience(retry_for)
         self.clock = clock
         self.sleep = sleep
         self.reached = False  # once the server has answered, network trouble is retried
@@ -176,12 +187,13 @@ class ApiClient:
     def request(self, method: str, path: str, body: Optional[bytes], headers: Dict[str, str],
                 deadline: Optional[float] = None, retry_statuses: Tuple[int, ...] = (502, 503, 504)) -> Reply:
         """One exchange, repeated on network trouble (only once the server has answered before: a
-        server that was never reached is reported at once) and on ``retry_statuses``, for up to
-        ``retry_for`` seconds: a server restarting refuses connections for a while, then answers again."""
+        server that was never reached is reported at once) and on ``retry_statuses``, as ``self.retry``
+        says: for up to ``retry_for`` seconds, as a server restarting refuses connections for a while,
+        then answers again. After that, Lost, or the last of the ``retry_statuses`` answers."""
+        started = self.clock()
         attempt = 0
-        first_trouble: Optional[float] = None
         while True:
-            tried_at = self.clock()
+            attempt += 1
             try:
                 reply = self._exchange(method, path, body, headers, deadline)
                 if reply.status not in retry_statuses:
@@ -192,19 +204,16 @@ class ApiClient:
                     raise Unreachable("cannot reach the imgurd server at %s: %s (is it running? see --server, "
                                       "IMGURD_SERVER)" % (self.server, exc.detail)) from None
                 trouble = exc
-            if first_trouble is None:
-                first_trouble = tried_at
-            silent = self.clock() - first_trouble
-            if silent >= self.retry_for:
+            asked = None
+            if trouble.reply is not None and trouble.reply.headers.get("Retry-After"):
+                asked = trouble.reply.retry_after()
+            try:
+                wait = self.retry.next_wait(attempt, self.clock() - started, asked)
+            except GiveUp as stop:
                 if trouble.reply is not None:
                     return trouble.reply
-                raise Lost("lost the imgurd server at %s: %s (tried for %.0f s)"
-                           % (self.server, trouble.detail, silent))
-            pause = min(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)], self.retry_for - silent)
-            if trouble.reply is not None and trouble.reply.headers.get("Retry-After"):
-                pause = trouble.reply.retry_after()
-            self.pause(pause, deadline)
-            attempt += 1
+                raise Lost("lost the imgurd server at %s: %s%s" % (self.server, trouble.detail, stop.why)) from None
+            self.pause(wait, deadline)
 
     def pause(self, seconds: float, deadline: Optional[float] = None) -> None:
         """Sleep, but never past ``deadline`` (DeadlineReached when it would be)."""

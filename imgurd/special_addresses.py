@@ -28,67 +28,74 @@ class Block(NamedTuple):
     source: str  # the RFC (or registry) that assigned it
 
 
-IPV4_BLOCKS: Tuple[Block, ...] = (
-    Block("0.0.0.0/8", "this network", "\"This network\"", "RFC 791"),
-    Block("0.0.0.0/32", "unspecified", "\"This host on this network\"", "RFC 1122"),
-    Block("10.0.0.0/8", "private", "Private-Use", "RFC 1918"),
-    Block("100.64.0.0/10", "carrier-grade NAT", "Shared Address Space", "RFC 6598"),
-    Block("127.0.0.0/8", "loopback", "Loopback", "RFC 1122"),
-    Block("169.254.0.0/16", "link-local", "Link Local", "RFC 3927"),
-    Block("172.16.0.0/12", "private", "Private-Use", "RFC 1918"),
-    Block("192.0.0.0/24", "IETF protocol assignment", "IETF Protocol Assignments", "RFC 6890"),
-    Block("192.0.0.0/29", "IPv4 service continuity", "IPv4 Service Continuity Prefix", "RFC 7335"),
-    Block("192.0.0.8/32", "dummy address", "IPv4 dummy address", "RFC 7600"),
-    Block("192.0.0.9/32", "PCP anycast", "Port Control Protocol Anycast", "RFC 7723"),
-    Block("192.0.0.10/32", "TURN anycast", "Traversal Using Relays around NAT Anycast", "RFC 8155"),
-    Block("192.0.0.170/32", "NAT64 discovery", "NAT64/DNS64 Discovery", "RFC 8880"),
-    Block("192.0.0.171/32", "NAT64 discovery", "NAT64/DNS64 Discovery", "RFC 8880"),
-    Block("192.0.2.0/24", "documentation", "Documentation (TEST-NET-1)", "RFC 5737"),
-    Block("192.31.196.0/24", "AS112", "AS112-v4", "RFC 7535"),
-    Block("192.52.193.0/24", "AMT", "AMT", "RFC 7450"),
-    Block("192.88.99.0/24", "6to4 relay anycast", "Deprecated (6to4 Relay Anycast)", "RFC 7526"),
-    Block("192.88.99.2/32", "6a44 relay anycast", "6a44-relay anycast address", "RFC 6751"),
-    Block("192.168.0.0/16", "private", "Private-Use", "RFC 1918"),
-    Block("192.175.48.0/24", "AS112", "Direct Delegation AS112 Service", "RFC 7534"),
-    Block("198.18.0.0/15", "benchmarking", "Benchmarking", "RFC 2544"),
-    Block("198.51.100.0/24", "documentation", "Documentation (TEST-NET-2)", "RFC 5737"),
-    Block("203.0.113.0/24", "documentation", "Documentation (TEST-NET-3)", "RFC 5737"),
-    Block("224.0.0.0/4", "multicast", "Multicast", "IPv4 Multicast Address Space registry"),
-    Block("240.0.0.0/4", "reserved", "Reserved", "RFC 1112"),
-    Block("255.255.255.255/32", "limited broadcast", "Limited Broadcast", "RFC 919"),
-)
+def _parse(table: str) -> Tuple[Block, ...]:
+    """The blocks of a table written one a line, ``prefix | category | name | source``, as the
+    registries list them; blank lines and ``#`` comments are skipped."""
+    rows = [line.strip() for line in table.splitlines()]
+    return tuple(Block(*(cell.strip() for cell in row.split("|"))) for row in rows if row and row[0] != "#")
 
-IPV6_BLOCKS: Tuple[Block, ...] = (
-    Block("::1/128", "loopback", "Loopback Address", "RFC 4291"),
-    Block("::/128", "unspecified", "Unspecified Address", "RFC 4291"),
-    Block("::ffff:0:0/96", "IPv4-mapped", "IPv4-mapped Address", "RFC 4291"),
-    Block("64:ff9b::/96", "NAT64", "IPv4-IPv6 Translat.", "RFC 6052"),
-    Block("64:ff9b:1::/48", "local-use NAT64", "IPv4-IPv6 Translat.", "RFC 8215"),
-    Block("100::/64", "discard-only", "Discard-Only Address Block", "RFC 6666"),
-    Block("100:0:0:1::/64", "dummy prefix", "Dummy IPv6 Prefix", "RFC 9780"),
-    Block("2001::/23", "IETF protocol assignment", "IETF Protocol Assignments", "RFC 2928"),
-    Block("2001::/32", "Teredo", "TEREDO", "RFC 4380"),
-    Block("2001:1::1/128", "PCP anycast", "Port Control Protocol Anycast", "RFC 7723"),
-    Block("2001:1::2/128", "TURN anycast", "Traversal Using Relays around NAT Anycast", "RFC 8155"),
-    Block("2001:1::3/128", "DNS-SD SRP anycast", "DNS-SD Service Registration Protocol Anycast", "RFC 9665"),
-    Block("2001:2::/48", "benchmarking", "Benchmarking", "RFC 5180"),
-    Block("2001:3::/32", "AMT", "AMT", "RFC 7450"),
-    Block("2001:4:112::/48", "AS112", "AS112-v6", "RFC 7535"),
-    Block("2001:10::/28", "ORCHID", "Deprecated (previously ORCHID)", "RFC 4843"),
-    Block("2001:20::/28", "ORCHIDv2", "ORCHIDv2", "RFC 7343"),
-    Block("2001:30::/28", "drone remote ID", "Drone Remote ID Protocol Entity Tags (DETs) Prefix", "RFC 9374"),
-    Block("2001:db8::/32", "documentation", "Documentation", "RFC 3849"),
-    Block("2002::/16", "6to4", "6to4", "RFC 3056"),
-    Block("2620:4f:8000::/48", "AS112", "Direct Delegation AS112 Service", "RFC 7534"),
-    Block("3fff::/20", "documentation", "Documentation", "RFC 9637"),
-    Block("5f00::/16", "SRv6 SID", "Segment Routing (SRv6) SIDs", "RFC 9602"),
-    Block("fc00::/7", "unique-local", "Unique-Local", "RFC 4193"),
-    Block("fe80::/10", "link-local", "Link-Local Unicast", "RFC 4291"),
-    # from the IPv6 address-space and multicast registries
-    Block("::/96", "IPv4-compatible (deprecated)", "IPv4-Compatible IPv6 Address", "RFC 4291"),
-    Block("fec0::/10", "site-local", "Site-Local (deprecated)", "RFC 3879"),
-    Block("ff00::/8", "multicast", "Multicast", "RFC 4291"),
-)
+
+IPV4_BLOCKS: Tuple[Block, ...] = _parse("""
+0.0.0.0/8          | this network             | "This network"                            | RFC 791
+0.0.0.0/32         | unspecified              | "This host on this network"               | RFC 1122
+10.0.0.0/8         | private                  | Private-Use                               | RFC 1918
+100.64.0.0/10      | carrier-grade NAT        | Shared Address Space                      | RFC 6598
+127.0.0.0/8        | loopback                 | Loopback                                  | RFC 1122
+169.254.0.0/16     | link-local               | Link Local                                | RFC 3927
+172.16.0.0/12      | private                  | Private-Use                               | RFC 1918
+192.0.0.0/24       | IETF protocol assignment | IETF Protocol Assignments                 | RFC 6890
+192.0.0.0/29       | IPv4 service continuity  | IPv4 Service Continuity Prefix            | RFC 7335
+192.0.0.8/32       | dummy address            | IPv4 dummy address                        | RFC 7600
+192.0.0.9/32       | PCP anycast              | Port Control Protocol Anycast             | RFC 7723
+192.0.0.10/32      | TURN anycast             | Traversal Using Relays around NAT Anycast | RFC 8155
+192.0.0.170/32     | NAT64 discovery          | NAT64/DNS64 Discovery                     | RFC 8880
+192.0.0.171/32     | NAT64 discovery          | NAT64/DNS64 Discovery                     | RFC 8880
+192.0.2.0/24       | documentation            | Documentation (TEST-NET-1)                | RFC 5737
+192.31.196.0/24    | AS112                    | AS112-v4                                  | RFC 7535
+192.52.193.0/24    | AMT                      | AMT                                       | RFC 7450
+192.88.99.0/24     | 6to4 relay anycast       | Deprecated (6to4 Relay Anycast)           | RFC 7526
+192.88.99.2/32     | 6a44 relay anycast       | 6a44-relay anycast address                | RFC 6751
+192.168.0.0/16     | private                  | Private-Use                               | RFC 1918
+192.175.48.0/24    | AS112                    | Direct Delegation AS112 Service           | RFC 7534
+198.18.0.0/15      | benchmarking             | Benchmarking                              | RFC 2544
+198.51.100.0/24    | documentation            | Documentation (TEST-NET-2)                | RFC 5737
+203.0.113.0/24     | documentation            | Documentation (TEST-NET-3)                | RFC 5737
+224.0.0.0/4        | multicast                | Multicast                                 | IPv4 Multicast Address Space registry
+240.0.0.0/4        | reserved                 | Reserved                                  | RFC 1112
+255.255.255.255/32 | limited broadcast        | Limited Broadcast                         | RFC 919
+""")
+
+IPV6_BLOCKS: Tuple[Block, ...] = _parse("""
+::1/128           | loopback                     | Loopback Address                                   | RFC 4291
+::/128            | unspecified                  | Unspecified Address                                | RFC 4291
+::ffff:0:0/96     | IPv4-mapped                  | IPv4-mapped Address                                | RFC 4291
+64:ff9b::/96      | NAT64                        | IPv4-IPv6 Translat.                                | RFC 6052
+64:ff9b:1::/48    | local-use NAT64              | IPv4-IPv6 Translat.                                | RFC 8215
+100::/64          | discard-only                 | Discard-Only Address Block                         | RFC 6666
+100:0:0:1::/64    | dummy prefix                 | Dummy IPv6 Prefix                                  | RFC 9780
+2001::/23         | IETF protocol assignment     | IETF Protocol Assignments                          | RFC 2928
+2001::/32         | Teredo                       | TEREDO                                             | RFC 4380
+2001:1::1/128     | PCP anycast                  | Port Control Protocol Anycast                      | RFC 7723
+2001:1::2/128     | TURN anycast                 | Traversal Using Relays around NAT Anycast          | RFC 8155
+2001:1::3/128     | DNS-SD SRP anycast           | DNS-SD Service Registration Protocol Anycast       | RFC 9665
+2001:2::/48       | benchmarking                 | Benchmarking                                       | RFC 5180
+2001:3::/32       | AMT                          | AMT                                                | RFC 7450
+2001:4:112::/48   | AS112                        | AS112-v6                                           | RFC 7535
+2001:10::/28      | ORCHID                       | Deprecated (previously ORCHID)                     | RFC 4843
+2001:20::/28      | ORCHIDv2                     | ORCHIDv2                                           | RFC 7343
+2001:30::/28      | drone remote ID              | Drone Remote ID Protocol Entity Tags (DETs) Prefix | RFC 9374
+2001:db8::/32     | documentation                | Documentation                                      | RFC 3849
+2002::/16         | 6to4                         | 6to4                                               | RFC 3056
+2620:4f:8000::/48 | AS112                        | Direct Delegation AS112 Service                    | RFC 7534
+3fff::/20         | documentation                | Documentation                                      | RFC 9637
+5f00::/16         | SRv6 SID                     | Segment Routing (SRv6) SIDs                        | RFC 9602
+fc00::/7          | unique-local                 | Unique-Local                                       | RFC 4193
+fe80::/10         | link-local                   | Link-Local Unicast                                 | RFC 4291
+# from the IPv6 address-space and multicast registries
+::/96             | IPv4-compatible (deprecated) | IPv4-Compatible IPv6 Address                       | RFC 4291
+fec0::/10         | site-local                   | Site-Local (deprecated)                            | RFC 3879
+ff00::/8          | multicast                    | Multicast                                          | RFC 4291
+""")
 
 # IPv6 outside global unicast is "Reserved by IETF" in the IPv6 Address Space registry
 _GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")

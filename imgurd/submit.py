@@ -14,6 +14,7 @@ is known too. ``--resume`` then reads the ``--output`` file and submits only wha
 
 import collections
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -27,7 +28,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 import click
 
 from . import __version__
-from .apiclient import RETRY_FOR, ApiClient, DeadlineReached, JobUnknown, Lost, Rejected, Reply, SubmitError
+from .apiclient import RETRY_FOR, ApiClient, DeadlineReached, JobUnknown, Lost, Rejected, SubmitError
 from .urls import display, normalise
 
 PROG = "imgurd-submit"
@@ -288,6 +289,9 @@ class Submitter:
         self.on_poll = on_poll  # called after every round of polls (--output rewrites its file)
         self.too_large: Optional[int] = None  # the largest job the server takes, once a 413 told
         self.accepted: List[Batch] = []
+        # the client's retry policy without its budget: a busy server does answer (only --timeout ends the wait)
+        self.busy = dataclasses.replace(api.retry, budget=None)
+        self.refused = 0  # 503s in a row
 
     def attach(self, job_ids: Sequence[str], rows: List[Row]) -> None:
         """``--job``: poll each existing job once, in order, making its rows; an unknown id is an error."""
@@ -304,8 +308,9 @@ class Submitter:
         size = self.batch_size
         return collections.deque(Batch(uniques[i:i + size]) for i in range(0, len(uniques), size))
 
-    def submit_ready(self, queue: Deque[Batch]) -> Optional[Reply]:
-        """Submit queued batches until the queue is empty (None) or the server is busy (its 503 reply).
+    def submit_ready(self, queue: Deque[Batch]) -> Optional[float]:
+        """Submit queued batches until the queue is empty (None) or the server is busy (a 503: the
+        seconds to wait before sending the next one, as its Retry-After and the retry policy say).
 
         A batch larger than the server takes is split: to the size its answer names
         (``max_urls_per_job`` with a 413, ``max_queued_urls`` with a 503), else in halves.
@@ -322,6 +327,7 @@ class Submitter:
                 queue.popleft()
                 batch.job_id = reply.document["jobId"]
                 self.accepted.append(batch)
+                self.refused = 0
                 continue
             if reply.status == 413 and count > 1:
                 size = reply.limit("max_urls_per_job")
@@ -333,7 +339,8 @@ class Submitter:
                 if room is not None and count > max(room, 1):
                     self._split(queue, max(room, 1))  # would never fit in the server's backlog, however long we wait
                     continue
-                return reply
+                self.refused += 1
+                return self.busy.next_wait(self.refused, retry_after=reply.retry_after())
             raise Rejected(reply.status, reply.error, "submitting a job of %s" % plural(count, "URL"))
         return None
 
@@ -351,7 +358,7 @@ class Submitter:
             for batch in self.accepted[printed:]:
                 click.echo(batch.job_id)
             if busy is not None:
-                self.api.pause(busy.retry_after(), self.deadline)
+                self.api.pause(busy, self.deadline)
 
     def run(self, uniques: List[Unique], rows: List[Row], progress: Progress) -> None:
         """Submit and poll in one loop until every job is complete; DeadlineReached on ``--timeout``."""
@@ -363,7 +370,7 @@ class Submitter:
             if queue and clock() >= not_before:
                 busy = self.submit_ready(queue)
                 if busy is not None:
-                    not_before = clock() + busy.retry_after()
+                    not_before = clock() + busy
             forgotten = []
             for batch in self.accepted:
                 if not batch.done:

@@ -418,3 +418,85 @@ def test_output_file_is_replaced_whole_with_the_users_mode(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.csv.1234.tmp"]  # no temporary left
     assert not (tmp_path / "elsewhere").exists()
+
+
+class _FakeTime:
+    """The client's clock and sleep: a sleep moves the clock at once, and is recorded."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.slept = []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    """Answers each GET from a script: a job report, or a gateway's 503 asking for an hour."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        answer = self.server.script.pop(0) if self.server.script else "503"
+        status, body = (200, b'{"id": "0", "status": "running", "images": []}') if answer == "ok" else \
+            (503, b'{"error": "down for maintenance"}')
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if status == 503:
+            self.send_header("Retry-After", "3600")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _client_and_gateway(script, retry_for):
+    import dataclasses
+
+    from imgurd.apiclient import ApiClient
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    server.script = script
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fake = _FakeTime()
+    api = ApiClient("http://127.0.0.1:%d" % server.server_address[1], clock=fake.clock, sleep=fake.sleep,
+                    retry_for=retry_for)
+    api.retry = dataclasses.replace(api.retry, rand=lambda: 1.0)  # the backoff's ceilings, no jitter
+    return api, server, fake
+
+
+def test_client_retries_a_lost_server_with_the_policys_backoff_for_retry_for_seconds():
+    from imgurd.apiclient import Lost
+
+    api, server, fake = _client_and_gateway(["ok"], retry_for=10)
+    try:
+        assert api.job("0")["status"] == "running"  # the server has answered: later trouble is retried
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(Lost) as lost:
+        api.job("0")  # refused from now on
+    api.close()
+    assert fake.slept == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 0.5]  # up to 0.5, 1, then 2 s; the last ends at retry_for
+    assert str(lost.value).startswith("lost the imgurd server at http://127.0.0.1:")
+    assert str(lost.value).endswith(": connection refused (tried for 10 s)")
+
+
+def test_client_waits_a_long_retry_after_only_as_long_as_retry_for_allows():
+    from imgurd.apiclient import Lost
+
+    api, server, fake = _client_and_gateway(["ok", "503", "503"], retry_for=10)
+    try:
+        api.job("0")
+        with pytest.raises(Lost) as lost:
+            api.job("0")  # a gateway answers 503, Retry-After: 3600
+    finally:
+        server.shutdown()
+        server.server_close()
+        api.close()
+    assert fake.slept == [10.0]  # not the hour asked for: what is left of --retry-for, then one last try
+    assert "HTTP 503" in str(lost.value)

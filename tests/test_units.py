@@ -203,6 +203,44 @@ def test_retry_policy_builds_the_final_reason_once():
     assert policy.wait_before_retry(TransferError("busy", "download", retryable=True, retry_after=5), 1) >= 5
 
 
+def test_retry_policy_with_a_time_budget_tries_until_it_is_spent():
+    from imgurd.retry import GiveUp, RetryPolicy
+
+    policy = RetryPolicy(budget=10.0, base=0.5, cap=2.0, rand=lambda: 1.0)  # the ceilings, no jitter
+    clock, waits, attempt = 0.0, [], 0
+    while True:  # every try fails at once; only the waits move the clock
+        attempt += 1
+        try:
+            wait = policy.next_wait(attempt, spent=clock)
+        except GiveUp as stop:
+            assert stop.why == " (tried for 10 s)"
+            break
+        waits.append(wait)
+        clock += wait
+    assert waits == [0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 0.5]  # the last wait ends with the budget: one last try
+    with pytest.raises(GiveUp):
+        RetryPolicy(budget=0.0).next_wait(1)  # no budget: the first failure is the last
+    assert 0 <= RetryPolicy(budget=10.0, base=0.5, cap=2.0).next_wait(3, spent=1.0) <= 2.0  # jittered
+
+
+def test_retry_policy_waits_what_retry_after_asks_within_its_limit_and_budget():
+    from imgurd.retry import GiveUp, RetryPolicy
+
+    capped = RetryPolicy(retry_after_limit=3600.0, budget=120.0, base=0.5, cap=2.0, rand=lambda: 1.0)
+    assert capped.next_wait(1, spent=0.0, retry_after=5.0) == 5.0
+    assert capped.next_wait(3, spent=0.0, retry_after=0.0) == 2.0  # never less than the backoff
+    assert capped.next_wait(1, spent=100.0, retry_after=3600.0) == 20.0  # what is left of the budget, then a try
+    unbounded = RetryPolicy(retry_after_limit=3600.0)  # no budget, no attempts: waits as long as asked, capped
+    assert unbounded.next_wait(50, retry_after=86400.0) == 3600.0
+    strict = RetryPolicy(3, 10.0, lambda seconds: " (asked for %d s)" % seconds, budget=100.0)
+    with pytest.raises(GiveUp) as too_long:
+        strict.next_wait(1, retry_after=60.0)  # beyond the limit, with a reason: not waited for at all
+    assert too_long.value.why == " (asked for 60 s)"
+    with pytest.raises(GiveUp) as spent:
+        strict.next_wait(3)
+    assert spent.value.why == " (after 3 attempts)"
+
+
 def test_stall_text_names_the_limit_in_force():
     from imgurd.limits import RequestLimits
 
