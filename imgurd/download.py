@@ -71,15 +71,6 @@ class _Body:
         return data
 
 
-def undo_download_options(curl: pycurl.Curl) -> None:
-    """What only downloads set, taken off a handle before another request uses it: downloads and
-    uploads share one curl client and its handles (one client's timers, not two, on the loop)."""
-    netguard.uninstall(curl)
-    curl.setopt(pycurl.MAXFILESIZE_LARGE, 0)
-    curl.setopt(pycurl.LOW_SPEED_LIMIT, 0)  # Imgur may think for a while before it answers
-    curl.setopt(pycurl.LOW_SPEED_TIME, 0)
-
-
 class Downloader:
     def __init__(self, config, http: AsyncHTTPClient) -> None:
         self.config = config

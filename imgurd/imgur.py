@@ -12,7 +12,6 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from . import USER_AGENT, backoff, slots
 from .answers import error_message, looks_like_html
 from .curlerrors import curl_failure, fetch, quiet
-from .download import undo_download_options
 from .errors import TransferError
 from .limits import RequestLimits
 from .oauth import TokenSource
@@ -40,9 +39,9 @@ def multipart_parts(filename: str, mime: str) -> Tuple[bytes, bytes, str]:
 
 
 def plain(curl: pycurl.Curl) -> None:
-    """A request to Imgur on a handle downloads may have used: quiet, without their guard and limits."""
+    """A request to Imgur: quiet. (Downloads and uploads share curl handles, but tornado resets a
+    handle after each request, so nothing a download set, its guard included, is left on it.)"""
     quiet(curl)
-    undo_download_options(curl)
 
 
 class _BodyStream:

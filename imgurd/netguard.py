@@ -91,12 +91,6 @@ class SocketGuard:
         return "address not allowed: %s" % self.refused[-1]
 
 
-def uninstall(curl: pycurl.Curl) -> None:
-    """Take a guard off a curl handle (an upload on a handle a download used before)."""
-    curl.unsetopt(pycurl.OPENSOCKETFUNCTION)
-    curl.unsetopt(pycurl.PREREQFUNCTION)
-
-
 def prepare(allow_private: bool) -> Callable[[], Optional[SocketGuard]]:
     """A factory of guards (sharing one list of this host's addresses), or of None when private
     networks are allowed."""

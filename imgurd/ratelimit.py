@@ -110,6 +110,7 @@ class RateGate:
         }
         self._paused_until = 0.0
         self._pause_why = ""
+        self._clear = True  # no budget is spent (so only a pause could hold uploads): waiting() in short
         self._quiet_429s = 0  # 429s in a row that said nothing of their wait
         self.in_flight = 0  # uploads let through and not yet answered
         self.waiters = 0  # uploads waiting in acquire()
@@ -143,6 +144,11 @@ class RateGate:
             budget.remaining = remaining - pending * budget.cost
         if reset is not None:
             budget.reset_at = reset_time(reset, now) + RESET_MARGIN
+        self._recheck()
+
+    def _recheck(self) -> None:
+        """After any budget's ``remaining`` changed."""
+        self._clear = all(b.remaining is None or b.remaining >= b.cost for b in self.budgets.values())
 
     def release(self, headers: Optional[Mapping[str, str]] = None) -> None:
         """An upload let through by ``acquire()`` has ended, with Imgur's answer headers if it got one."""
@@ -190,6 +196,7 @@ class RateGate:
             if budget.reset_at is not None and budget.reset_at <= now:
                 budget.remaining = budget.limit  # refilled; the next answer tells the truth
                 budget.reset_at = None
+                self._recheck()
                 continue
             if budget.reset_at is None:
                 if self.in_flight:  # spent by our own uploads in flight: their answers will tell
@@ -203,6 +210,8 @@ class RateGate:
         """Why and until when uploads are held now, or None if one could go (or is only waiting for
         an answer in flight, a matter of seconds)."""
         now = self.clock()
+        if self._clear and self._paused_until <= now:  # the common case, asked several times an upload
+            return None
         budget = self._blocking_budget(now)
         until, reason, short = 0.0, "", ""
         if budget is not None:
@@ -212,7 +221,7 @@ class RateGate:
         return Waiting(until, reason, short) if until > now else None
 
     def _spent_by_flight(self) -> bool:
-        return self.in_flight > 0 and any(b.remaining is not None and b.remaining < b.cost and b.reset_at is None
+        return self.in_flight > 0 and not self._clear and any(b.remaining is not None and b.remaining < b.cost and b.reset_at is None
                                           for b in self.budgets.values())
 
     async def acquire(self) -> None:
@@ -231,6 +240,7 @@ class RateGate:
                     for budget in self.budgets.values():
                         if budget.remaining is not None:
                             budget.remaining -= budget.cost
+                    self._recheck()
                     self.in_flight += 1
                     return
                 left = held.until - now

@@ -221,6 +221,13 @@ class Config:
 
     values: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # plain attributes: config values are read on every transfer, and an attribute found in the
+        # instance's dict costs a fraction of a __getattr__ call
+        for name, value in self.values.items():
+            if name not in ("values", "uses_oauth"):
+                object.__setattr__(self, name, value)
+
     def __getattr__(self, name: str) -> Any:
         try:
             return self.values[name]

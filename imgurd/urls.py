@@ -125,8 +125,15 @@ def check_urls(urls: object) -> Tuple[Optional[List[str]], Optional[str]]:
     return unique, None
 
 
+# a URL whose path ends in a plain name (nothing to unquote or strip): read without urllib, once an upload
+_PLAIN_NAME = re.compile(r"https?://[^/?#]*/(?:[^?#]*/)?([a-z0-9._~-]*)(?:[?#]|\Z)", re.IGNORECASE | re.ASCII)
+
+
 def file_name(url: str) -> str:
     """A file name for the multipart upload, taken from the URL path."""
+    plain = _PLAIN_NAME.match(url)
+    if plain is not None:
+        return plain.group(1)[:100] or "image"
     path = urllib.parse.urlsplit(url).path
     name = urllib.parse.unquote(path.rsplit("/", 1)[-1])
     name = "".join(c for c in name if c.isprintable() and c not in '"\\/')[:100]

@@ -238,12 +238,13 @@ async def test_budgets_are_known_before_the_first_upload_and_the_wait_is_in_metr
     code, text, _ = await api.call("GET", "/metrics")
     assert metric(text.decode(), "imgurd_imgur_rate_limit_remaining", 'budget="user"') == 30
     job_id = await api.submit([origin.add("/m%d.jpg" % i, jpeg_of_size(300, i)) for i in range(5)])
-    for _ in range(100):
+    for _ in range(200):  # until the budget holds uploads and the 3 it let through are answered
         code, text, _ = await api.call("GET", "/metrics")
-        if metric(text.decode(), "imgurd_imgur_wait_seconds") > 0:
+        text = text.decode()
+        done = metric(text, "imgurd_urls_finished_total", 'failure_class="",outcome="complete"')
+        if metric(text, "imgurd_imgur_wait_seconds") > 0 and done == 3:
             break
-        await gen.sleep(0.05)
-    text = text.decode()
+        await gen.sleep(0.01)
     assert 0 < metric(text, "imgurd_imgur_wait_seconds") <= 3 + 2  # resets are rounded up, plus a margin
     assert metric(text, "imgurd_urls_waiting") == 2
     report = await api.wait(job_id)
