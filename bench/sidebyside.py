@@ -167,6 +167,13 @@ class SideBySide:
                 % (mine["post_p50_ms"], relay["post_p50_ms"], lag_text(mine), lag_text(relay)), "report", None, "")
             row("6", "slot cycle relay -> imgurd and its phases (ms), %s" % key,
                 phases_text(relay["phases_ms"], mine["phases_ms"]), "report", None, "")
+        # one turn's CPU figure moves by +-10% between runs on a shared machine; all turns together less
+        totals = {name: sum(turns[name]["cpu_s"] for turns in results.values()) /
+                  sum(turns[name]["images"] for turns in results.values()) for name in ("relay", "imgurd")}
+        cpu = totals["imgurd"] / totals["relay"]
+        row("6", "CPU per image imgurd / relay, all %d turns together" % len(results),
+            "%.2f / %.2f ms = %.2f" % (1000 * totals["imgurd"], 1000 * totals["relay"], cpu),
+            "<= %.2f" % CPU_TARGET, cpu <= CPU_TARGET, "%+.0f%%" % (100 * (cpu / CPU_TARGET - 1)))
 
 
 def lag_text(turn: Dict[str, Any]) -> str:

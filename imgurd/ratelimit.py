@@ -130,13 +130,18 @@ class RateGate:
         if not isinstance(headers, HTTPHeaders):  # tornado's answers' headers match names in any case already
             headers = {str(name).lower(): value for name, value in headers.items()}
         for name, limit, remaining, reset in _BUDGET_HEADERS:
-            self.seed(name, _number(headers, limit), _number(headers, remaining), _number(headers, reset),
-                      pending, now)
+            self._seed(name, _number(headers, limit), _number(headers, remaining), _number(headers, reset),
+                       pending, now)
+        self._recheck()
 
     def seed(self, name: str, limit: Optional[float], remaining: Optional[float], reset: Optional[float],
              pending: int = 0, now: Optional[float] = None) -> None:
         """One budget as Imgur reported it (``reset`` in seconds from now or as a Unix time)."""
-        now = self.clock() if now is None else now
+        self._seed(name, limit, remaining, reset, pending, self.clock() if now is None else now)
+        self._recheck()
+
+    def _seed(self, name: str, limit: Optional[float], remaining: Optional[float], reset: Optional[float],
+              pending: int, now: float) -> None:
         budget = self.budgets[name]
         if limit is not None:
             budget.limit = limit
@@ -144,11 +149,14 @@ class RateGate:
             budget.remaining = remaining - pending * budget.cost
         if reset is not None:
             budget.reset_at = reset_time(reset, now) + RESET_MARGIN
-        self._recheck()
 
     def _recheck(self) -> None:
         """After any budget's ``remaining`` changed."""
-        self._clear = all(b.remaining is None or b.remaining >= b.cost for b in self.budgets.values())
+        for budget in self.budgets.values():
+            if budget.remaining is not None and budget.remaining < budget.cost:
+                self._clear = False
+                return
+        self._clear = True
 
     def release(self, headers: Optional[Mapping[str, str]] = None) -> None:
         """An upload let through by ``acquire()`` has ended, with Imgur's answer headers if it got one."""
