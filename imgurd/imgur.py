@@ -132,7 +132,9 @@ class ImgurClient:
         while True:
             attempt += 1
             try:
-                result = await self._attempt(_BodyStream(head, data, tail), content_type)
+                allowance = None if not first_refused else self.config.max_rate_limit_wait - (
+                    time.monotonic() - first_refused)  # 429s so far waited for: what is left of the wait
+                result = await self._attempt(_BodyStream(head, data, tail), content_type, allowance)
                 self.gate.succeeded()
                 return result
             except _AuthRefused as auth_refused:
@@ -162,7 +164,8 @@ class ImgurClient:
                 log.debug("upload attempt %d failed (%s); retrying in %.1f s", attempt, error.reason, wait)
                 await slots.retry_sleep(wait)  # holding no transfer slot meanwhile
 
-    async def _attempt(self, body: _BodyStream, content_type: str) -> Tuple[str, Optional[str]]:
+    async def _attempt(self, body: _BodyStream, content_type: str,
+                       allowance: Optional[float] = None) -> Tuple[str, Optional[str]]:
         auth = await self.tokens.header()
         request = HTTPRequest(
             self.url, method="POST", follow_redirects=False, body=b"",  # the real body is streamed by body.prepare
@@ -170,7 +173,7 @@ class ImgurClient:
             connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
             user_agent=USER_AGENT, prepare_curl_callback=body.prepare,
         )
-        await self.gate.acquire()
+        await self.gate.acquire(allowance)
         response = None
         try:
             response, error = await fetch(self.http, request)

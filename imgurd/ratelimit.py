@@ -232,12 +232,15 @@ class RateGate:
         return self.in_flight > 0 and not self._clear and any(b.remaining is not None and b.remaining < b.cost and b.reset_at is None
                                           for b in self.budgets.values())
 
-    async def acquire(self) -> None:
+    async def acquire(self, allowance: Optional[float] = None) -> None:
         """Return when an upload may be sent, counting it against the budgets (``release()`` after);
-        raise TransferError if the wait would exceed ``max_rate_limit_wait``."""
+        raise TransferError if the wait would exceed ``max_rate_limit_wait``, or ``allowance``: what
+        is left of it for an upload that has waited already (after a 429)."""
         self.waiters += 1
         try:
             await self._ready.wait()
+            limit = self.max_wait if allowance is None else max(0.0, min(allowance, self.max_wait))
+            deadline = self.clock() + limit
             while True:
                 held = self.waiting()
                 now = self.clock()
@@ -252,15 +255,20 @@ class RateGate:
                     self.in_flight += 1
                     return
                 left = held.until - now
-                if left > self.max_wait:
-                    raise self._too_long(held, left)
+                if held.until > deadline:
+                    raise self._too_long(held, left, None if limit == self.max_wait else deadline - now)
                 await gen.sleep(min(left, SLEEP_SLICE))
         finally:
             self.waiters -= 1
 
-    def _too_long(self, held: Waiting, left: float) -> TransferError:
-        return TransferError("%s; it refills in %s, beyond max_rate_limit_wait (%s)"
-                             % (held.reason, _duration(left), _duration(self.max_wait)), "rate_limit")
+    def _too_long(self, held: Waiting, left: float, allowed: Optional[float] = None) -> TransferError:
+        """The failure of an upload whose wait would pass max_rate_limit_wait (or, with ``allowed``,
+        what is left of it after the upload's earlier waits)."""
+        beyond = "max_rate_limit_wait (%s)" % _duration(self.max_wait)
+        if allowed is not None:
+            beyond = "the %s left of %s after earlier 429s" % (_duration(max(0.0, allowed)), beyond)
+        return TransferError("%s; it refills in %s, beyond %s" % (held.reason, _duration(left), beyond),
+                             "rate_limit")
 
     def holds(self) -> bool:
         """Whether a budget or pause holds every upload now, for no longer than ``max_rate_limit_wait``."""

@@ -1,11 +1,16 @@
-"""RateGate.waiting() answers at once while no budget is spent: the budgets it reads must then be
-kept in step by every change (answers' headers as tornado gives them, uploads let through, resets)."""
+"""The rate gate: waiting() answers at once while no budget is spent, so the budgets it reads must be
+kept in step by every change (answers' headers as tornado gives them, uploads let through, resets);
+and an upload's waits for Imgur, 429s included, add up to max_rate_limit_wait at the most."""
 
+import time
+
+import pytest
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 
 from imgurd import ratelimit
 from imgurd.ratelimit import RateGate
+from tests.fakes import JPEG
 
 
 def headers(**values: str) -> HTTPHeaders:
@@ -43,3 +48,18 @@ def test_a_pause_holds_with_every_budget_full():
     assert gate.waiting().until == 1030
     now[0] = 1030
     assert gate.waiting() is None
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_waits_after_429s_add_up_to_max_rate_limit_wait_at_most(start_service, origin, imgur):
+    api = start_service(max_rate_limit_wait=3)
+    imgur.fail_next(429, "Too Many Requests", headers={"Retry-After": "2"}, times=2)
+    started = time.monotonic()
+    report = await api.wait(await api.submit([origin.add("/w.jpg", JPEG)]))
+    image = report["images"][0]
+    # 2 s waited for the first 429; the second asks for 2 s more, beyond the 1 s left of the 3 s: the
+    # URL fails then, not after 4 s of waiting with a third try
+    assert image["status"] == "failed" and imgur.requests == 2, image
+    assert image["error"].startswith("Imgur answered 429 (too many requests) and asked to wait 2 s"), image
+    assert "beyond the 1 s left of max_rate_limit_wait (3 s) after earlier 429s" in image["error"], image
+    assert time.monotonic() - started < 3.5
