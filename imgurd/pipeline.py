@@ -107,9 +107,9 @@ class Pipeline:
         self._work.notify_all()
         try:
             await self._idle.wait(timeout=IOLoop.current().time() + timeout)
-            return True
         except Exception:  # tornado.util.TimeoutError
-            return self.store.in_flight == 0
+            pass
+        return self.store.in_flight == 0  # not after abandon(), which ends the wait with transfers running
 
     def abandon(self) -> None:
         """End a ``stop()`` wait now (a second signal): what is in flight is reported abandoned."""
