@@ -1,6 +1,8 @@
 """Holding under hostile load (SPEC 3): retained bytes, connections, descriptors, tarpits, slots."""
 
+import asyncio
 import http.client
+import json
 import logging
 import os
 import re
@@ -14,7 +16,7 @@ import pytest
 from tornado import gen
 from tornado.iostream import IOStream
 
-from imgurd import jobs
+from imgurd import jobs, linger
 from tests.fakes import JPEG
 from tests.helpers import Daemon
 
@@ -172,6 +174,77 @@ async def test_bodies_arriving_at_once_are_bounded_then_503(start_service):
     await until(lambda: api.service.receiving_bytes == 0)  # released when the stalled clients went away
     code, _, _ = await api.call("POST", "/v1/images/upload", {"urls": ["http://127.0.0.1:9/a.jpg"]})
     assert code == 202
+
+
+# --- an answer given before the body has all arrived is not lost to a reset (imgurd/linger.py)
+
+ENDLESS_UPLOAD = b"POST /v1/images/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(size):
+    return b"%x\r\n%s\r\n" % (size, b"x" * size)
+
+
+async def early_413(api):
+    """A raw client sends a chunked body past max_body_bytes (200) and reads the answer to its end; it goes
+    on sending afterwards, as curl does until it has read the answer."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", api.port))
+    await loop.sock_sendall(sock, ENDLESS_UPLOAD + chunk(300))
+    answer = b""
+    while True:
+        data = await loop.sock_recv(sock, 65536)
+        if not data:  # the server shut its side once the answer was out
+            break
+        answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close" in head, answer
+    assert json.loads(body) == {"error": "request body is larger than 200 bytes (max_body_bytes)",
+                                "max_body_bytes": 200}
+    return loop, sock
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_body_still_arriving_after_a_413_is_read_away_until_the_client_closes(start_service, monkeypatch):
+    monkeypatch.setattr(linger, "LINGER_SECONDS", 60)  # so that only the client's close can end it here
+    api = start_service(max_body_bytes=200)
+    loop, sock = await early_413(api)
+    for _ in range(16):  # 1 MiB more: read and thrown away, no reset (closed at once, the server would send one)
+        await loop.sock_sendall(sock, chunk(65536))
+    assert await loop.sock_recv(sock, 1) == b""  # still the clean end of the answer, not ECONNRESET
+    assert api.server.open_connections == 1  # a lingering connection counts in max_connections
+    sock.close()
+    await until(lambda: api.server.open_connections == 0)
+    assert not api.service.store.jobs and api.service.receiving_bytes == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_lingering_after_a_413_is_bounded_in_bytes(start_service, monkeypatch):
+    monkeypatch.setattr(linger, "LINGER_SECONDS", 60)
+    monkeypatch.setattr(linger, "LINGER_BYTES", 256 * 1024)
+    api = start_service(max_body_bytes=200)
+    loop, sock = await early_413(api)
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        for _ in range(64):  # 4 MiB, far past what the server reads away: it closes, and the client is reset
+            await loop.sock_sendall(sock, chunk(65536))
+        await loop.sock_recv(sock, 1)
+    sock.close()
+    await until(lambda: api.server.open_connections == 0)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_lingering_after_a_413_is_bounded_in_time(start_service, monkeypatch):
+    monkeypatch.setattr(linger, "LINGER_SECONDS", 0.2)
+    api = start_service(max_body_bytes=200)
+    loop, sock = await early_413(api)  # then neither sends nor closes
+    await until(lambda: api.server.open_connections == 0)
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        for _ in range(64):  # the server has closed for good: what the client sends is answered with a reset
+            await loop.sock_sendall(sock, chunk(65536))
+            await gen.sleep(0.01)
+    sock.close()
 
 
 @pytest.mark.gen_test(timeout=30)
