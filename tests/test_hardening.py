@@ -4,9 +4,8 @@ import logging
 import time
 
 import pytest
-from tornado import gen
 
-from imgurd import netguard
+from imgurd import netguard, ratelimit
 from tests.fakes import JPEG, PNG, Origin, jpeg_of_size, start_server
 
 
@@ -91,19 +90,21 @@ async def test_guard_is_off_when_private_networks_are_allowed(start_service, ori
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_spent_post_budget_pauses_uploads_until_reset(start_service, origin, imgur):
+async def test_spent_post_budget_pauses_uploads_until_reset(start_service, origin, imgur, monkeypatch):
+    monkeypatch.setattr(ratelimit, "RESET_MARGIN", 0.1)  # the fake's resets are rounded up already
     api = start_service(max_concurrency=4)
-    imgur.limit_posts(2, window=1.5)
+    imgur.limit_posts(2, window=1.0)
     urls = [origin.add("/r%d.jpg" % i, jpeg_of_size(600, i)) for i in range(5)]
     started = time.monotonic()
-    report = await api.wait(await api.submit(urls[:1]))  # learns the budget: 1 left, reset in ~1.5 s
+    report = await api.wait(await api.submit(urls[:1]))  # learns the budget: 1 left, reset in ~1 s
     assert report["uploaded"]["failed"] == []
     report = await api.wait(await api.submit(urls[1:]))
     assert report["uploaded"]["failed"] == [], report
-    # one upload went at once; the others waited for the reset together; none ran into a 429
+    # one upload went at once, two after the reset, the last after the next one; none ran into a 429
     assert imgur.refused == 0
     assert imgur.requests == len(imgur.uploads) == 5
-    assert time.monotonic() - started >= 1.4
+    times = sorted(t - started for t in imgur.request_times)
+    assert times[2] >= 0.95 and times[4] >= 1.95, times  # 2 per 1 s window: never more
     assert api.service.gate.remaining()["post"] is not None
 
 
@@ -178,13 +179,18 @@ async def test_expired_token_is_renewed_once_and_retried(start_service, origin, 
 
 @pytest.mark.gen_test
 async def test_token_renewed_before_it_expires(start_service, origin, imgur):
-    imgur.token_lifetime = 1
+    imgur.token_lifetime = 1000  # renewed when less than 10 % of it is left: from 900 s on
     api = start_service(**oauth_settings(imgur))
+    now = [5000.0]
+    api.service.tokens.clock = lambda: now[0]
     assert (await run_one(api, origin.add("/1.jpg", JPEG)))["status"] == "complete"
-    await gen.sleep(1.1)
+    now[0] += 899
     assert (await run_one(api, origin.add("/2.png", PNG)))["status"] == "complete"
-    assert imgur.token_requests == 2
-    assert imgur.requests == 2  # no upload was refused on the way
+    assert imgur.token_requests == 1  # still well within its lifetime: reused
+    now[0] += 1
+    assert (await run_one(api, origin.add("/3.jpg", jpeg_of_size(500, 3))))["status"] == "complete"
+    assert imgur.token_requests == 2  # renewed 100 s before it would expire
+    assert imgur.requests == 3  # no upload was refused on the way
 
 
 @pytest.mark.gen_test
@@ -233,14 +239,19 @@ async def test_identical_bytes_reuse_can_be_turned_off(start_service, origin, im
 
 @pytest.mark.gen_test
 async def test_finished_jobs_expire_after_job_ttl(start_service, origin):
-    api = start_service(job_ttl=0.2)
+    api = start_service(job_ttl=60)
+    now = [1000.0]
+    api.service.store.clock = lambda: now[0]
     job_id = await api.submit([origin.url("/status/404")], headers={"Idempotency-Key": "k1"})
     await api.wait(job_id)
-    await gen.sleep(0.3)
+    now[0] += 59
     api.service.store.evict()
+    assert (await api.call("GET", "/v1/images/upload/" + job_id))[0] == 200
+    now[0] += 1
+    assert api.service.store.evict() == 1
     code, body, _ = await api.call("GET", "/v1/images/upload/" + job_id)
-    assert code == 404
-    assert api.service.store.by_idempotency_key("k1") is None
+    assert (code, body) == (404, {"error": "no job with id %s (unknown, malformed or expired)" % job_id})
+    assert api.service.store.by_idempotency_key("k1") is None and not api.service.store.jobs
 
 
 @pytest.mark.gen_test
