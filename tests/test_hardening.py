@@ -38,28 +38,38 @@ def only_127_0_0_1_public(monkeypatch):
     monkeypatch.setattr(netguard, "classify", lambda a, own=(): None if str(a) == "127.0.0.1" else real(a, own))
 
 
-@pytest.mark.gen_test
-async def test_guard_rechecks_every_redirect_hop(start_service, origin, only_127_0_0_1_public, io_loop):
-    """With 127.0.0.1 treated as public, a redirect to 127.0.0.2 (treated as internal) is refused."""
-    inner = Origin()
-    inner.add("/secret.jpg", JPEG)
-    from tornado.httpserver import HTTPServer
-    from tornado.netutil import bind_sockets
+@pytest.fixture
+def listen(io_loop):
+    """``listen(fake, host)``: a fake's application listening on ``host`` (a loopback address), stopped
+    after the test."""
+    started = []
 
-    sockets = bind_sockets(0, "127.0.0.2")
-    server = HTTPServer(inner.application())
-    server.add_sockets(sockets)
-    inner.port = sockets[0].getsockname()[1]
-    try:
-        api = start_service(allow_private_networks=False)
-        origin.add("/direct.jpg", JPEG)
-        assert (await run_one(api, origin.url("/direct.jpg")))["status"] == "complete"
-        target = inner.url("/secret.jpg", host="127.0.0.2")
-        image = await run_one(api, origin.url("/redirect-to?url=" + target))
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
-        assert inner.requests == 0 and origin.hits["/redirect-to"] == 1
-    finally:
-        server.stop()
+    def start(fake, host="127.0.0.1"):
+        fake.server, fake.port = start_server(fake.application(), host=host)
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+async def refused_as_internal(api, url):
+    """``url`` fails at the guard, as 127.0.0.2 is internal with ``only_127_0_0_1_public``."""
+    image = await run_one(api, url)
+    assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
+
+
+@pytest.mark.gen_test
+async def test_guard_rechecks_every_redirect_hop(start_service, origin, only_127_0_0_1_public, listen):
+    """With 127.0.0.1 treated as public, a redirect to 127.0.0.2 (treated as internal) is refused."""
+    inner = listen(Origin(), host="127.0.0.2")
+    inner.add("/secret.jpg", JPEG)
+    api = start_service(allow_private_networks=False)
+    origin.add("/direct.jpg", JPEG)
+    assert (await run_one(api, origin.url("/direct.jpg")))["status"] == "complete"
+    await refused_as_internal(api, origin.url("/redirect-to?url=" + inner.url("/secret.jpg", host="127.0.0.2")))
+    assert inner.requests == 0 and origin.hits["/redirect-to"] == 1
 
 
 @pytest.mark.gen_test
@@ -282,36 +292,28 @@ def test_eviction_is_bounded_per_call():
 
 @pytest.mark.gen_test
 async def test_environment_proxy_cannot_carry_downloads_past_the_guard(start_service, origin, monkeypatch,
-                                                                       only_127_0_0_1_public):
+                                                                       only_127_0_0_1_public, listen):
     """http_proxy pointing at a (loopback) proxy: downloads must not go through it."""
-    proxy = Origin().start()  # would answer any proxied GET; must see none
-    try:
-        for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
-            monkeypatch.setenv(name, proxy.url(""))
-        api = start_service(allow_private_networks=False)
-        image = await run_one(api, "http://127.0.0.2:%d/secret.jpg" % origin.port)
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
-        assert proxy.requests == 0
-    finally:
-        proxy.stop()
+    proxy = listen(Origin())  # would answer any proxied GET; must see none
+    for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy.url(""))
+    api = start_service(allow_private_networks=False)
+    await refused_as_internal(api, "http://127.0.0.2:%d/secret.jpg" % origin.port)
+    assert proxy.requests == 0
 
 
 @pytest.mark.gen_test
-async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, origin, only_127_0_0_1_public):
+async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, origin, only_127_0_0_1_public,
+                                                                 listen):
     """Imgur on 127.0.0.2 (internal to the guard here): after an upload, a download from it is refused."""
     from tests.fakes import FakeImgur
 
-    internal = FakeImgur()
-    internal.server, internal.port = start_server(internal.application(), host="127.0.0.2")
-    try:
-        api = start_service(allow_private_networks=False, client_id=internal.client_id,
-                            api_url="http://127.0.0.2:%d" % internal.port)
-        assert (await run_one(api, origin.add("/a.jpg", JPEG)))["status"] == "complete"
-        image = await run_one(api, "http://127.0.0.2:%d/3/image" % internal.port)
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
-        assert internal.requests == 1
-    finally:
-        internal.stop()
+    internal = listen(FakeImgur(), host="127.0.0.2")
+    api = start_service(allow_private_networks=False, client_id=internal.client_id,
+                        api_url="http://127.0.0.2:%d" % internal.port)
+    assert (await run_one(api, origin.add("/a.jpg", JPEG)))["status"] == "complete"
+    await refused_as_internal(api, "http://127.0.0.2:%d/3/image" % internal.port)
+    assert internal.requests == 1
 
 
 @pytest.mark.gen_test
