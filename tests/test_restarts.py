@@ -348,6 +348,9 @@ def test_a_job_of_100_urls_survives_two_restarts_and_an_interrupted_client_resum
                 code, log = daemon.stop()
                 assert code == 0 and "Traceback" not in log
                 daemon = start(servers, *args, port=daemon.port, state=state)
+            # slower now: the client's file lags the server by a poll (up to 2 s), and the job must still
+            # be unfinished when the client is interrupted (13 URLs a second: at most some 70 done by then)
+            servers.call(setattr, servers.origin, "latency", 0.3)
             wait_for(lambda: len(complete_rows(output)) >= 40, what="40 complete rows in the client's file")
             client.send_signal(signal.SIGINT)  # Ctrl-C
             out, err = client.communicate(timeout=20)
@@ -359,6 +362,7 @@ def test_a_job_of_100_urls_survives_two_restarts_and_an_interrupted_client_resum
             done = {row[0] for row in interrupted if row[1] == "complete"}
             assert 40 <= len(done) < 100
             hits_before = servers.call(lambda: dict(servers.origin.hits))
+            servers.call(setattr, servers.origin, "latency", 0.02)
             code, out, err = run_submit("--output", str(output), "--resume", server=daemon.base)
         finally:
             if client.poll() is None:
