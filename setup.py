@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         "test": [
-            "pytest>=7",
+            "pytest>=8.4",  # --disable-plugin-autoload (pytest.ini)
             "pytest-tornado>=0.8",
             "hypothesis>=6",  # property tests (tests/test_units.py)
             "ruff>=0.5",  # lint, run by .ci/run (ruff.toml)

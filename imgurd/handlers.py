@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 
 from .jobs import JobStore, job_bytes
+from .linger import linger_after
 from .reports import LINK_BLOCK, encode
 from .urls import check_urls
 
@@ -97,6 +98,7 @@ class UploadHandler(ApiHandler):
     """``POST /v1/images/upload``: validate everything, then accept the whole job or none of it."""
 
     _held = 0  # bytes of this body counted in service.receiving_bytes (0 until prepare() ran)
+    _body_read = False  # the whole body arrived (post() runs)
 
     def prepare(self) -> None:
         self._chunks: list = []
@@ -111,8 +113,16 @@ class UploadHandler(ApiHandler):
             raise ApiError(413, "request body is %s bytes; at most %d (max_body_bytes)" % (declared, limit),
                            max_body_bytes=limit)
 
+    def finish(self, chunk: Any = None) -> Any:
+        if not self._body_read:
+            # answered before the whole body arrived (401, 413, 503): tornado closes the connection while
+            # the client may still be sending; linger, so that the answer is not lost to a reset
+            self.set_header("Connection", "close")
+            linger_after(self.request.connection)
+        return super().finish(chunk)
+
     def data_received(self, chunk: bytes) -> None:
-        if self._finished:  # answered already: tornado reads the rest away, then closes
+        if self._finished:  # answered already: the connection is closing (lingering, see linger.py)
             return
         self._size += len(chunk)
         if self._size <= self.config.max_body_bytes:
@@ -149,6 +159,7 @@ class UploadHandler(ApiHandler):
         super().on_connection_close()
 
     def post(self) -> None:
+        self._body_read = True
         if self._finished:  # data_received answered 413 or 503
             return
         if self.service.stopping:

@@ -21,6 +21,8 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
+from .linger import LingeringIOStream
+
 log = logging.getLogger("imgurd")
 
 ACCEPT_PAUSE = 0.5  # seconds without accepting after accept() failed (out of descriptors, say)
@@ -137,7 +139,8 @@ class Server(HTTPServer):
                             self.max_connections)
             return
         try:
-            stream = IOStream(connection, max_buffer_size=self.max_buffer_size, read_chunk_size=self.read_chunk_size)
+            stream = LingeringIOStream(connection, max_buffer_size=self.max_buffer_size,
+                                       read_chunk_size=self.read_chunk_size)
         except Exception:
             connection.close()
             raise
@@ -148,8 +151,15 @@ class Server(HTTPServer):
         super().handle_stream(stream, address)
 
     def on_close(self, server_conn: object) -> None:
-        self.open_connections -= 1
         super().on_close(server_conn)
+        stream = getattr(server_conn, "stream", None)
+        if isinstance(stream, LingeringIOStream):
+            stream.when_gone(self._gone)  # a lingering connection counts until it is closed (linger.py)
+        else:
+            self._gone()
+
+    def _gone(self) -> None:
+        self.open_connections -= 1
 
     def stop(self) -> None:
         for acceptor in self.acceptors:

@@ -154,7 +154,9 @@ def test_signal_drains_reports_abandoned_and_notifies_systemd(servers, tmp_path,
         queued = origin.url("/queued.jpg")
         body = json.dumps({"urls": [hanging, queued]})
         job_id = json.loads(curl("-X", "POST", "--data", body, daemon.base + "/v1/images/upload"))["jobId"]
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while origin.in_flight < 1 and time.monotonic() < deadline:  # the hanging download has begun
+            time.sleep(0.01)
     finally:
         started = time.monotonic()
         code, log = daemon.stop(signum)

@@ -4,9 +4,8 @@ import logging
 import time
 
 import pytest
-from tornado import gen
 
-from imgurd import netguard
+from imgurd import netguard, ratelimit
 from tests.fakes import JPEG, PNG, Origin, jpeg_of_size, start_server
 
 
@@ -39,28 +38,38 @@ def only_127_0_0_1_public(monkeypatch):
     monkeypatch.setattr(netguard, "classify", lambda a, own=(): None if str(a) == "127.0.0.1" else real(a, own))
 
 
-@pytest.mark.gen_test
-async def test_guard_rechecks_every_redirect_hop(start_service, origin, only_127_0_0_1_public, io_loop):
-    """With 127.0.0.1 treated as public, a redirect to 127.0.0.2 (treated as internal) is refused."""
-    inner = Origin()
-    inner.add("/secret.jpg", JPEG)
-    from tornado.httpserver import HTTPServer
-    from tornado.netutil import bind_sockets
+@pytest.fixture
+def listen(io_loop):
+    """``listen(fake, host)``: a fake's application listening on ``host`` (a loopback address), stopped
+    after the test."""
+    started = []
 
-    sockets = bind_sockets(0, "127.0.0.2")
-    server = HTTPServer(inner.application())
-    server.add_sockets(sockets)
-    inner.port = sockets[0].getsockname()[1]
-    try:
-        api = start_service(allow_private_networks=False)
-        origin.add("/direct.jpg", JPEG)
-        assert (await run_one(api, origin.url("/direct.jpg")))["status"] == "complete"
-        target = inner.url("/secret.jpg", host="127.0.0.2")
-        image = await run_one(api, origin.url("/redirect-to?url=" + target))
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
-        assert inner.requests == 0 and origin.hits["/redirect-to"] == 1
-    finally:
-        server.stop()
+    def start(fake, host="127.0.0.1"):
+        fake.server, fake.port = start_server(fake.application(), host=host)
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+async def refused_as_internal(api, url):
+    """``url`` fails at the guard, as 127.0.0.2 is internal with ``only_127_0_0_1_public``."""
+    image = await run_one(api, url)
+    assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
+
+
+@pytest.mark.gen_test
+async def test_guard_rechecks_every_redirect_hop(start_service, origin, only_127_0_0_1_public, listen):
+    """With 127.0.0.1 treated as public, a redirect to 127.0.0.2 (treated as internal) is refused."""
+    inner = listen(Origin(), host="127.0.0.2")
+    inner.add("/secret.jpg", JPEG)
+    api = start_service(allow_private_networks=False)
+    origin.add("/direct.jpg", JPEG)
+    assert (await run_one(api, origin.url("/direct.jpg")))["status"] == "complete"
+    await refused_as_internal(api, origin.url("/redirect-to?url=" + inner.url("/secret.jpg", host="127.0.0.2")))
+    assert inner.requests == 0 and origin.hits["/redirect-to"] == 1
 
 
 @pytest.mark.gen_test
@@ -91,19 +100,21 @@ async def test_guard_is_off_when_private_networks_are_allowed(start_service, ori
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_spent_post_budget_pauses_uploads_until_reset(start_service, origin, imgur):
+async def test_spent_post_budget_pauses_uploads_until_reset(start_service, origin, imgur, monkeypatch):
+    monkeypatch.setattr(ratelimit, "RESET_MARGIN", 0.1)  # the fake's resets are rounded up already
     api = start_service(max_concurrency=4)
-    imgur.limit_posts(2, window=1.5)
+    imgur.limit_posts(2, window=1.0)
     urls = [origin.add("/r%d.jpg" % i, jpeg_of_size(600, i)) for i in range(5)]
     started = time.monotonic()
-    report = await api.wait(await api.submit(urls[:1]))  # learns the budget: 1 left, reset in ~1.5 s
+    report = await api.wait(await api.submit(urls[:1]))  # learns the budget: 1 left, reset in ~1 s
     assert report["uploaded"]["failed"] == []
     report = await api.wait(await api.submit(urls[1:]))
     assert report["uploaded"]["failed"] == [], report
-    # one upload went at once; the others waited for the reset together; none ran into a 429
+    # one upload went at once, two after the reset, the last after the next one; none ran into a 429
     assert imgur.refused == 0
     assert imgur.requests == len(imgur.uploads) == 5
-    assert time.monotonic() - started >= 1.4
+    times = sorted(t - started for t in imgur.request_times)
+    assert times[2] >= 0.95 and times[4] >= 1.95, times  # 2 per 1 s window: never more
     assert api.service.gate.remaining()["post"] is not None
 
 
@@ -178,13 +189,18 @@ async def test_expired_token_is_renewed_once_and_retried(start_service, origin, 
 
 @pytest.mark.gen_test
 async def test_token_renewed_before_it_expires(start_service, origin, imgur):
-    imgur.token_lifetime = 1
+    imgur.token_lifetime = 1000  # renewed when less than 10 % of it is left: from 900 s on
     api = start_service(**oauth_settings(imgur))
+    now = [5000.0]
+    api.service.tokens.clock = lambda: now[0]
     assert (await run_one(api, origin.add("/1.jpg", JPEG)))["status"] == "complete"
-    await gen.sleep(1.1)
+    now[0] += 899
     assert (await run_one(api, origin.add("/2.png", PNG)))["status"] == "complete"
-    assert imgur.token_requests == 2
-    assert imgur.requests == 2  # no upload was refused on the way
+    assert imgur.token_requests == 1  # still well within its lifetime: reused
+    now[0] += 1
+    assert (await run_one(api, origin.add("/3.jpg", jpeg_of_size(500, 3))))["status"] == "complete"
+    assert imgur.token_requests == 2  # renewed 100 s before it would expire
+    assert imgur.requests == 3  # no upload was refused on the way
 
 
 @pytest.mark.gen_test
@@ -233,14 +249,19 @@ async def test_identical_bytes_reuse_can_be_turned_off(start_service, origin, im
 
 @pytest.mark.gen_test
 async def test_finished_jobs_expire_after_job_ttl(start_service, origin):
-    api = start_service(job_ttl=0.2)
+    api = start_service(job_ttl=60)
+    now = [1000.0]
+    api.service.store.clock = lambda: now[0]
     job_id = await api.submit([origin.url("/status/404")], headers={"Idempotency-Key": "k1"})
     await api.wait(job_id)
-    await gen.sleep(0.3)
+    now[0] += 59
     api.service.store.evict()
+    assert (await api.call("GET", "/v1/images/upload/" + job_id))[0] == 200
+    now[0] += 1
+    assert api.service.store.evict() == 1
     code, body, _ = await api.call("GET", "/v1/images/upload/" + job_id)
-    assert code == 404
-    assert api.service.store.by_idempotency_key("k1") is None
+    assert (code, body) == (404, {"error": "no job with id %s (unknown, malformed or expired)" % job_id})
+    assert api.service.store.by_idempotency_key("k1") is None and not api.service.store.jobs
 
 
 @pytest.mark.gen_test
@@ -271,36 +292,28 @@ def test_eviction_is_bounded_per_call():
 
 @pytest.mark.gen_test
 async def test_environment_proxy_cannot_carry_downloads_past_the_guard(start_service, origin, monkeypatch,
-                                                                       only_127_0_0_1_public):
+                                                                       only_127_0_0_1_public, listen):
     """http_proxy pointing at a (loopback) proxy: downloads must not go through it."""
-    proxy = Origin().start()  # would answer any proxied GET; must see none
-    try:
-        for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
-            monkeypatch.setenv(name, proxy.url(""))
-        api = start_service(allow_private_networks=False)
-        image = await run_one(api, "http://127.0.0.2:%d/secret.jpg" % origin.port)
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
-        assert proxy.requests == 0
-    finally:
-        proxy.stop()
+    proxy = listen(Origin())  # would answer any proxied GET; must see none
+    for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy.url(""))
+    api = start_service(allow_private_networks=False)
+    await refused_as_internal(api, "http://127.0.0.2:%d/secret.jpg" % origin.port)
+    assert proxy.requests == 0
 
 
 @pytest.mark.gen_test
-async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, origin, only_127_0_0_1_public):
+async def test_downloads_never_reuse_connections_opened_to_imgur(start_service, origin, only_127_0_0_1_public,
+                                                                 listen):
     """Imgur on 127.0.0.2 (internal to the guard here): after an upload, a download from it is refused."""
     from tests.fakes import FakeImgur
 
-    internal = FakeImgur()
-    internal.server, internal.port = start_server(internal.application(), host="127.0.0.2")
-    try:
-        api = start_service(allow_private_networks=False, client_id=internal.client_id,
-                            api_url="http://127.0.0.2:%d" % internal.port)
-        assert (await run_one(api, origin.add("/a.jpg", JPEG)))["status"] == "complete"
-        image = await run_one(api, "http://127.0.0.2:%d/3/image" % internal.port)
-        assert image["error"] == "address not allowed: 127.0.0.2 (loopback; allow_private_networks is off)"
-        assert internal.requests == 1
-    finally:
-        internal.stop()
+    internal = listen(FakeImgur(), host="127.0.0.2")
+    api = start_service(allow_private_networks=False, client_id=internal.client_id,
+                        api_url="http://127.0.0.2:%d" % internal.port)
+    assert (await run_one(api, origin.add("/a.jpg", JPEG)))["status"] == "complete"
+    await refused_as_internal(api, "http://127.0.0.2:%d/3/image" % internal.port)
+    assert internal.requests == 1
 
 
 @pytest.mark.gen_test

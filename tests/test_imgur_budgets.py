@@ -111,12 +111,26 @@ def test_finished_job_is_gone_at_job_ttl_before_the_sweep():
 # --- through the running service
 
 
+@pytest.fixture
+def small_reset_margin(monkeypatch):
+    """The fake's resets are whole seconds rounded up, never before its refill: the margin imgurd keeps
+    beyond a reset for Imgur's rounding only lengthens these tests (0.1 s leaves room for a clock step)."""
+    monkeypatch.setattr(ratelimit, "RESET_MARGIN", 0.1)
+
+
+async def until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not reached in %s s" % timeout
+        await gen.sleep(0.01)
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_refused_upload(
-        start_service, origin, imgur):
-    imgur.budget(user_credits=500, window=2.0)  # 50 uploads, then a reset in seconds (an hour at Imgur)
+        start_service, origin, imgur, small_reset_margin):
+    imgur.budget(user_credits=100, window=1.0)  # 10 uploads, then a reset in a second (an hour at Imgur)
     api = start_service(max_concurrency=16, max_per_host=16)
-    urls = [origin.add("/b%d.jpg" % i, jpeg_of_size(300, i)) for i in range(200)]
+    urls = [origin.add("/b%d.jpg" % i, jpeg_of_size(300, i)) for i in range(30)]  # 3 budgets' worth
     job_id = await api.submit(urls)
     seen_waiting = []
     while True:
@@ -125,12 +139,12 @@ async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_r
             seen_waiting.append(report)
         if report["status"] == "complete":
             break
-        await gen.sleep(0.05)
-    assert report["uploaded"]["failed"] == [] and len(report["uploaded"]["complete"]) == 200
-    assert imgur.spent_uploads == 0 and imgur.requests == 200  # no upload went into a spent budget
+        await gen.sleep(0.02)
+    assert report["uploaded"]["failed"] == [] and len(report["uploaded"]["complete"]) == 30
+    assert imgur.spent_uploads == 0 and imgur.requests == 30  # no upload went into a spent budget
     assert seen_waiting, "the job never showed that it waited for Imgur's budget"
     held = seen_waiting[0]
-    assert held["waiting"]["reason"].startswith("Imgur's hourly upload budget for this address is spent")
+    assert held["waiting"]["reason"] == "Imgur's hourly upload budget for this address is spent (10 uploads an hour)"
     assert held["waiting"]["until"].endswith("Z")
     # waiting URLs are pending, not failed and not shown as being transferred
     assert {image["status"] for image in held["images"]} <= {"pending", "complete"}
@@ -138,7 +152,7 @@ async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_r
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_documented_answers_are_paced_too(io_loop, origin):
+async def test_documented_answers_are_paced_too(io_loop, origin, small_reset_margin):
     imgur = FakeImgur(documented=True).start()  # Unix-time resets, 429s in the documented envelope
     try:
         imgur.budget(user_credits=100, window=1.0)
@@ -163,17 +177,21 @@ async def test_documented_answers_are_paced_too(io_loop, origin):
 @pytest.mark.gen_test(timeout=30)
 async def test_429_in_words_pauses_every_upload_for_that_long(start_service, origin, imgur):
     api = start_service(max_concurrency=4, reuse_identical_uploads=False)
-    imgur.fail_next(429, {"code": 429, "message": "You are uploading too fast. Please wait 2 more seconds.",
+    imgur.fail_next(429, {"code": 429, "message": "You are uploading too fast. Please wait 1 more second.",
                           "type": "ImgurException", "exception": []})
     started = time.monotonic()
     # the first upload is refused at once; the other two are ready to upload 0.3 and 0.4 s later
     job_id = await api.submit([origin.add("/w.jpg", JPEG), origin.url("/hang/0.3"), origin.url("/hang/0.4")])
-    await gen.sleep(0.6)
-    report = await api.job(job_id)
-    assert report["waiting"]["reason"] == "Imgur answered 429 (too many requests) and asked to wait 2 s"
+
+    async def waiting():
+        return (await api.job(job_id))["waiting"]
+
+    await until(waiting)
+    assert (await waiting())["reason"] == "Imgur answered 429 (too many requests) and asked to wait 1 s"
     report = await api.wait(job_id)
     assert len(report["uploaded"]["complete"]) == 3
-    assert all(t - started >= 1.9 for t in imgur.request_times[1:]), [t - started for t in imgur.request_times]
+    assert len(imgur.request_times) == 4  # the refused upload, its retry, the two others
+    assert all(t - started >= 0.95 for t in imgur.request_times[1:]), [t - started for t in imgur.request_times]
 
 
 @pytest.mark.gen_test
@@ -227,25 +245,30 @@ async def test_html_from_the_cache_layer_is_retried_and_named(start_service, ori
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_budgets_are_known_before_the_first_upload_and_the_wait_is_in_metrics(start_service, origin, imgur):
-    imgur.budget(user_credits=30, window=3.0)  # 3 uploads, then a wait
+async def test_budgets_are_known_before_the_first_upload_and_the_wait_is_in_metrics(start_service, origin, imgur,
+                                                                                    small_reset_margin):
+    imgur.budget(user_credits=30, window=1.0)  # 3 uploads, then a wait
     api = start_service()
-    for _ in range(50):
-        if imgur.credits_requests:
-            break
-        await gen.sleep(0.02)
-    await gen.sleep(0.1)
-    code, text, _ = await api.call("GET", "/metrics")
-    assert metric(text.decode(), "imgurd_imgur_rate_limit_remaining", 'budget="user"') == 30
+
+    async def metrics():
+        return (await api.call("GET", "/metrics"))[1].decode()
+
+    async def user_budget_known():  # from GET /3/credits, before any upload
+        return 'imgurd_imgur_rate_limit_remaining{budget="user"}' in await metrics()
+
+    await until(user_budget_known)
+    assert metric(await metrics(), "imgurd_imgur_rate_limit_remaining", 'budget="user"') == 30
+    assert imgur.requests == 0
     job_id = await api.submit([origin.add("/m%d.jpg" % i, jpeg_of_size(300, i)) for i in range(5)])
-    for _ in range(200):  # until the budget holds uploads and the 3 it let through are answered
-        code, text, _ = await api.call("GET", "/metrics")
-        text = text.decode()
+
+    async def held():  # the budget holds uploads, and imgurd has finished the 3 it let through
+        text = await metrics()
         done = metric(text, "imgurd_urls_finished_total", 'failure_class="",outcome="complete"')
-        if metric(text, "imgurd_imgur_wait_seconds") > 0 and done == 3:
-            break
-        await gen.sleep(0.01)
-    assert 0 < metric(text, "imgurd_imgur_wait_seconds") <= 3 + 2  # resets are rounded up, plus a margin
+        return metric(text, "imgurd_imgur_wait_seconds") > 0 and done == 3
+
+    await until(held)
+    text = await metrics()
+    assert 0 < metric(text, "imgurd_imgur_wait_seconds") <= 1 + 0.1  # the 1 s reset, plus the margin
     assert metric(text, "imgurd_urls_waiting") == 2
     report = await api.wait(job_id)
     assert len(report["uploaded"]["complete"]) == 5 and imgur.spent_uploads == 0
@@ -255,11 +278,12 @@ async def test_budgets_are_known_before_the_first_upload_and_the_wait_is_in_metr
 async def test_refused_client_id_is_one_error_line_at_start(start_service, imgur, caplog):
     caplog.set_level(logging.INFO)
     start_service(client_id="not-the-right-one")
-    for _ in range(100):
-        if imgur.credits_requests:
-            break
-        await gen.sleep(0.02)
-    await gen.sleep(0.1)
+
+    async def errors_logged():
+        return [r for r in caplog.records if r.levelno == logging.ERROR]
+
+    await until(errors_logged)
+    assert imgur.credits_requests == 1
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, caplog.text
     assert errors[0].getMessage() == (

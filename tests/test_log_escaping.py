@@ -90,7 +90,10 @@ async def test_request_line_and_url_are_escaped_in_the_access_log_and_failures(s
     assert answer.startswith(b"HTTP/1.1 404")
     image = (await api.wait(await api.submit([origin.url("/status/404?\u202egpj.exe")])))["images"][0]
     assert image["status"] == "failed"
-    await gen.sleep(0.05)
+    for _ in range(200):  # the failure's line is written as the job finishes; wait for it, not for a while
+        if "upload failed" in stream.getvalue():
+            break
+        await gen.sleep(0.005)
     lines = only_printable_lines(stream.getvalue())
     assert any("GET /nowhere?\\x85\\x9b[2J" in line for line in lines), lines
     assert any("upload failed" in line and "/status/404?\\u202egpj.exe" in line for line in lines), lines

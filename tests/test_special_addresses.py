@@ -11,72 +11,81 @@ import pytest
 from imgurd import local_addresses, special_addresses
 from imgurd.netguard import OWN_ADDRESS, classify
 
-# (registry entry, addresses inside it that no more specific entry holds, expected verdict)
-IPV4_REGISTRY = [
-    ("0.0.0.0/8", ["0.0.0.1", "0.255.255.255"], "this network"),
-    ("0.0.0.0/32", ["0.0.0.0"], "unspecified"),
-    ("10.0.0.0/8", ["10.0.0.0", "10.255.255.255"], "private"),
-    ("100.64.0.0/10", ["100.64.0.0", "100.127.255.255"], "carrier-grade NAT"),
-    ("127.0.0.0/8", ["127.0.0.0", "127.255.255.255"], "loopback"),
-    ("169.254.0.0/16", ["169.254.0.0", "169.254.169.254", "169.254.255.255"], "link-local"),
-    ("172.16.0.0/12", ["172.16.0.0", "172.31.255.255"], "private"),
-    ("192.0.0.0/24", ["192.0.0.11", "192.0.0.100", "192.0.0.169", "192.0.0.172", "192.0.0.255"],
-     "IETF protocol assignment"),
-    ("192.0.0.0/29", ["192.0.0.0", "192.0.0.7"], "IPv4 service continuity"),
-    ("192.0.0.8/32", ["192.0.0.8"], "dummy address"),
-    ("192.0.0.9/32", ["192.0.0.9"], "PCP anycast"),
-    ("192.0.0.10/32", ["192.0.0.10"], "TURN anycast"),
-    ("192.0.0.170/32", ["192.0.0.170"], "NAT64 discovery"),
-    ("192.0.0.171/32", ["192.0.0.171"], "NAT64 discovery"),
-    ("192.0.2.0/24", ["192.0.2.0", "192.0.2.255"], "documentation"),
-    ("192.31.196.0/24", ["192.31.196.0", "192.31.196.255"], "AS112"),
-    ("192.52.193.0/24", ["192.52.193.0", "192.52.193.255"], "AMT"),
-    ("192.88.99.0/24", ["192.88.99.0", "192.88.99.1", "192.88.99.255"], "6to4 relay anycast"),
-    ("192.88.99.2/32", ["192.88.99.2"], "6a44 relay anycast"),
-    ("192.168.0.0/16", ["192.168.0.0", "192.168.255.255"], "private"),
-    ("192.175.48.0/24", ["192.175.48.0", "192.175.48.255"], "AS112"),
-    ("198.18.0.0/15", ["198.18.0.0", "198.19.255.255"], "benchmarking"),
-    ("198.51.100.0/24", ["198.51.100.0", "198.51.100.255"], "documentation"),
-    ("203.0.113.0/24", ["203.0.113.0", "203.0.113.255"], "documentation"),
-    ("240.0.0.0/4", ["240.0.0.0", "255.255.255.254"], "reserved"),
-    ("255.255.255.255/32", ["255.255.255.255"], "limited broadcast"),
-]
-IPV6_REGISTRY = [
-    ("::1/128", ["::1"], "loopback"),
-    ("::/128", ["::"], "unspecified"),
-    ("::ffff:0:0/96", ["::ffff:10.0.0.1", "::ffff:127.0.0.1"], None),  # judged by the IPv4 address: below
-    ("64:ff9b::/96", ["64:ff9b::a9fe:a9fe", "64:ff9b::c000:2ff"], None),  # likewise
-    ("64:ff9b:1::/48", ["64:ff9b:1::", "64:ff9b:1::808:808", "64:ff9b:1:ffff:ffff:ffff:ffff:ffff"],
-     "local-use NAT64"),
-    ("100::/64", ["100::", "100::ffff:ffff:ffff:ffff"], "discard-only"),
-    ("100:0:0:1::/64", ["100:0:0:1::", "100:0:0:1:ffff:ffff:ffff:ffff"], "dummy prefix"),
-    ("2001::/23", ["2001:1::", "2001:1::4", "2001:5::1", "2001:40::1", "2001:1ff:ffff::1"],
-     "IETF protocol assignment"),
-    ("2001::/32", ["2001::", "2001:0:ffff:ffff:ffff:ffff:ffff:ffff"], "Teredo"),
-    ("2001:1::1/128", ["2001:1::1"], "PCP anycast"),
-    ("2001:1::2/128", ["2001:1::2"], "TURN anycast"),
-    ("2001:1::3/128", ["2001:1::3"], "DNS-SD SRP anycast"),
-    ("2001:2::/48", ["2001:2::", "2001:2:0:ffff:ffff:ffff:ffff:ffff"], "benchmarking"),
-    ("2001:3::/32", ["2001:3::", "2001:3:ffff:ffff:ffff:ffff:ffff:ffff"], "AMT"),
-    ("2001:4:112::/48", ["2001:4:112::", "2001:4:112:ffff:ffff:ffff:ffff:ffff"], "AS112"),
-    ("2001:10::/28", ["2001:10::", "2001:1f:ffff:ffff:ffff:ffff:ffff:ffff"], "ORCHID"),
-    ("2001:20::/28", ["2001:20::", "2001:2f:ffff:ffff:ffff:ffff:ffff:ffff"], "ORCHIDv2"),
-    ("2001:30::/28", ["2001:30::", "2001:3f:ffff:ffff:ffff:ffff:ffff:ffff"], "drone remote ID"),
-    ("2001:db8::/32", ["2001:db8::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"], "documentation"),
-    ("2002::/16", ["2002::", "2002:c000:0201::1", "2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff"], "6to4"),
-    ("2620:4f:8000::/48", ["2620:4f:8000::", "2620:4f:8000:ffff:ffff:ffff:ffff:ffff"], "AS112"),
-    ("3fff::/20", ["3fff::", "3fff::1", "3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff"], "documentation"),
-    ("5f00::/16", ["5f00::", "5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff"], "SRv6 SID"),
-    ("fc00::/7", ["fc00::", "fd12:3456::1", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"], "unique-local"),
-    ("fe80::/10", ["fe80::", "fe80::1", "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff"], "link-local"),
-]
+
+def registry(text):
+    """Rows of ``registry entry | addresses inside it that no more specific entry holds | expected verdict``,
+    as (prefix, [addresses], verdict); a verdict "-" means: judged by the IPv4 address it embeds (below)."""
+    rows = []
+    for line in text.strip().splitlines():
+        prefix, addresses, verdict = (part.strip() for part in line.split("|"))
+        rows.append((prefix, addresses.split(), None if verdict == "-" else verdict))
+    return rows
+
+
+IPV4_REGISTRY = registry("""
+0.0.0.0/8          | 0.0.0.1 0.255.255.255                                      | this network
+0.0.0.0/32         | 0.0.0.0                                                    | unspecified
+10.0.0.0/8         | 10.0.0.0 10.255.255.255                                    | private
+100.64.0.0/10      | 100.64.0.0 100.127.255.255                                 | carrier-grade NAT
+127.0.0.0/8        | 127.0.0.0 127.255.255.255                                  | loopback
+169.254.0.0/16     | 169.254.0.0 169.254.169.254 169.254.255.255                | link-local
+172.16.0.0/12      | 172.16.0.0 172.31.255.255                                  | private
+192.0.0.0/24       | 192.0.0.11 192.0.0.100 192.0.0.169 192.0.0.172 192.0.0.255 | IETF protocol assignment
+192.0.0.0/29       | 192.0.0.0 192.0.0.7                                        | IPv4 service continuity
+192.0.0.8/32       | 192.0.0.8                                                  | dummy address
+192.0.0.9/32       | 192.0.0.9                                                  | PCP anycast
+192.0.0.10/32      | 192.0.0.10                                                 | TURN anycast
+192.0.0.170/32     | 192.0.0.170                                                | NAT64 discovery
+192.0.0.171/32     | 192.0.0.171                                                | NAT64 discovery
+192.0.2.0/24       | 192.0.2.0 192.0.2.255                                      | documentation
+192.31.196.0/24    | 192.31.196.0 192.31.196.255                                | AS112
+192.52.193.0/24    | 192.52.193.0 192.52.193.255                                | AMT
+192.88.99.0/24     | 192.88.99.0 192.88.99.1 192.88.99.255                      | 6to4 relay anycast
+192.88.99.2/32     | 192.88.99.2                                                | 6a44 relay anycast
+192.168.0.0/16     | 192.168.0.0 192.168.255.255                                | private
+192.175.48.0/24    | 192.175.48.0 192.175.48.255                                | AS112
+198.18.0.0/15      | 198.18.0.0 198.19.255.255                                  | benchmarking
+198.51.100.0/24    | 198.51.100.0 198.51.100.255                                | documentation
+203.0.113.0/24     | 203.0.113.0 203.0.113.255                                  | documentation
+240.0.0.0/4        | 240.0.0.0 255.255.255.254                                  | reserved
+255.255.255.255/32 | 255.255.255.255                                            | limited broadcast
+""")
+
+IPV6_REGISTRY = registry("""
+::1/128           | ::1                                                               | loopback
+::/128            | ::                                                                | unspecified
+::ffff:0:0/96     | ::ffff:10.0.0.1 ::ffff:127.0.0.1                                  | -
+64:ff9b::/96      | 64:ff9b::a9fe:a9fe 64:ff9b::c000:2ff                              | -
+64:ff9b:1::/48    | 64:ff9b:1:: 64:ff9b:1::808:808 64:ff9b:1:ffff:ffff:ffff:ffff:ffff | local-use NAT64
+100::/64          | 100:: 100::ffff:ffff:ffff:ffff                                    | discard-only
+100:0:0:1::/64    | 100:0:0:1:: 100:0:0:1:ffff:ffff:ffff:ffff                         | dummy prefix
+2001::/23         | 2001:1:: 2001:1::4 2001:5::1 2001:40::1 2001:1ff:ffff::1          | IETF protocol assignment
+2001::/32         | 2001:: 2001:0:ffff:ffff:ffff:ffff:ffff:ffff                       | Teredo
+2001:1::1/128     | 2001:1::1                                                         | PCP anycast
+2001:1::2/128     | 2001:1::2                                                         | TURN anycast
+2001:1::3/128     | 2001:1::3                                                         | DNS-SD SRP anycast
+2001:2::/48       | 2001:2:: 2001:2:0:ffff:ffff:ffff:ffff:ffff                        | benchmarking
+2001:3::/32       | 2001:3:: 2001:3:ffff:ffff:ffff:ffff:ffff:ffff                     | AMT
+2001:4:112::/48   | 2001:4:112:: 2001:4:112:ffff:ffff:ffff:ffff:ffff                  | AS112
+2001:10::/28      | 2001:10:: 2001:1f:ffff:ffff:ffff:ffff:ffff:ffff                   | ORCHID
+2001:20::/28      | 2001:20:: 2001:2f:ffff:ffff:ffff:ffff:ffff:ffff                   | ORCHIDv2
+2001:30::/28      | 2001:30:: 2001:3f:ffff:ffff:ffff:ffff:ffff:ffff                   | drone remote ID
+2001:db8::/32     | 2001:db8:: 2001:db8:ffff:ffff:ffff:ffff:ffff:ffff                 | documentation
+2002::/16         | 2002:: 2002:c000:0201::1 2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff  | 6to4
+2620:4f:8000::/48 | 2620:4f:8000:: 2620:4f:8000:ffff:ffff:ffff:ffff:ffff              | AS112
+3fff::/20         | 3fff:: 3fff::1 3fff:fff:ffff:ffff:ffff:ffff:ffff:ffff             | documentation
+5f00::/16         | 5f00:: 5f00:ffff:ffff:ffff:ffff:ffff:ffff:ffff                    | SRv6 SID
+fc00::/7          | fc00:: fd12:3456::1 fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff       | unique-local
+fe80::/10         | fe80:: fe80::1 febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff            | link-local
+""")
+
 # not in the special-purpose registries, refused all the same (address-space and multicast registries)
-OTHER_BLOCKS = [
-    ("224.0.0.0/4", ["224.0.0.0", "224.0.0.251", "239.255.255.255"], "multicast"),
-    ("ff00::/8", ["ff00::", "ff02::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"], "multicast"),
-    ("fec0::/10", ["fec0::", "fec0::1", "feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"], "site-local"),
-    ("::/96", ["::2", "::0.0.0.2", "::8.8.8.8", "::255.255.255.255"], "IPv4-compatible (deprecated)"),
-]
+OTHER_BLOCKS = registry("""
+224.0.0.0/4 | 224.0.0.0 224.0.0.251 239.255.255.255                  | multicast
+ff00::/8    | ff00:: ff02::1 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff | multicast
+fec0::/10   | fec0:: fec0::1 feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff | site-local
+::/96       | ::2 ::0.0.0.2 ::8.8.8.8 ::255.255.255.255              | IPv4-compatible (deprecated)
+""")
 # IPv6 outside global unicast (2000::/3) is "Reserved by IETF" in the IPv6 address-space registry
 RESERVED_IPV6 = ["::1:0:0:0", "101::1", "1fff:ffff::1", "4000::1", "8000::1", "e000::1", "fe00::1"]
 

@@ -21,7 +21,7 @@ import pytest
 
 from imgurd.handlers import BACKLOG_RETRY_AFTER
 from tests.daemon import environment
-from tests.fakes import HTML, JPEG, PNG, BackgroundServers, jpeg_of_size
+from tests.fakes import HTML, JPEG, PNG, BackgroundServers, Origin, jpeg_of_size
 from tests.helpers import Daemon, free_port, installed_command
 
 TOKEN = "s3cret-api-token"
@@ -80,8 +80,10 @@ def service():
         assert "Traceback" not in log
 
 
-def test_2500_urls_split_on_413_wait_on_503_and_map_every_row_in_order(tmp_path):
-    with BackgroundServers() as servers:
+def test_600_urls_split_on_413_wait_on_503_and_map_every_row_in_order(tmp_path):
+    # every origin answer takes 20 ms: 200 URLs take at least 125 ms with 32 transfers at once, so the
+    # backlog cannot drain between two of the client's POSTs and the third batch meets a 503
+    with BackgroundServers(origin=Origin(latency=0.02)) as servers:
         origin = servers.origin
         images = {}  # path -> bytes
         for k in range(20):
@@ -91,10 +93,10 @@ def test_2500_urls_split_on_413_wait_on_503_and_map_every_row_in_order(tmp_path)
             servers.call(origin.add, path, data)
         servers.call(origin.add, "/page.html", HTML, "text/html")
         urls, expected = [], []  # expected: (status, path served or error)
-        for i in range(2500):
-            if i == 1234:  # the same line again
+        for i in range(600):
+            if i == 456:  # the same line again
                 url, want = urls[10], expected[10]
-            elif i == 2222:  # the same URL by the server's rules (scheme and host case, default-less port)
+            elif i == 555:  # the same URL by the server's rules (scheme and host case, default-less port)
                 url, want = urls[20].replace("http://127.0.0.1", "HTTP://127.0.0.1"), expected[20]
             elif i % 100 == 7:
                 url, want = origin.url("/status/404?n=%d" % i), ("failed", "origin answered HTTP 404")
@@ -112,12 +114,12 @@ def test_2500_urls_split_on_413_wait_on_503_and_map_every_row_in_order(tmp_path)
             urls.append(url)
             expected.append(want)
         url_file = tmp_path / "urls.txt"
-        url_file.write_text("# 2500 image URLs\n\n" + "\n".join(urls) + "\n", encoding="utf-8")
-        daemon = start_daemon(servers, "--max-urls-per-job", "500", "--max-queued-urls", "1000",
+        url_file.write_text("# 600 image URLs\n\n" + "\n".join(urls) + "\n", encoding="utf-8")
+        daemon = start_daemon(servers, "--max-urls-per-job", "200", "--max-queued-urls", "400",
                               "--max-concurrency", "32", "--log-level", "info")  # refusals log at INFO
         try:
             started = time.monotonic()
-            result = run_submit("--file", str(url_file), "--batch", "1000", server=daemon.base, token=None, timeout=120)
+            result = run_submit("--file", str(url_file), "--batch", "400", server=daemon.base, token=None, timeout=120)
             elapsed = time.monotonic() - started
         finally:
             code, log = daemon.stop()
@@ -125,7 +127,7 @@ def test_2500_urls_split_on_413_wait_on_503_and_map_every_row_in_order(tmp_path)
     assert code == 0 and "Traceback" not in log
     assert result.returncode == 1, result.stderr  # some failed
     rows = csv_rows(result.stdout)
-    assert len(rows) == 2500
+    assert len(rows) == 600
     failed = 0
     for number, (row, url, (status, what)) in enumerate(zip(rows, urls, expected)):
         assert row[0] == url and row[1] == status, (number, row)
@@ -135,15 +137,16 @@ def test_2500_urls_split_on_413_wait_on_503_and_map_every_row_in_order(tmp_path)
         else:
             failed += 1
             assert row[2] == "" and row[3] == what, (number, row)
-    assert rows[1234][2] == rows[10][2] and rows[2222][2] == rows[20][2]
+    assert rows[456][2] == rows[10][2] and rows[555][2] == rows[20][2]
     assert '"' in rows[3][0] and "," in rows[3][0]
-    # the server saw a 413 (1000 > 500 per job) and at least one 503 (backlog over 1000), both dealt with
+    # the server saw a 413 (400 > 200 per job) and a 503 (the last 200 beyond a backlog of 400), both dealt with
     assert "413 POST /v1/images/upload" in log
     assert "503 POST /v1/images/upload" in log
     assert elapsed >= BACKLOG_RETRY_AFTER  # the 503's Retry-After was waited out
     summary = result.stderr.strip().splitlines()
     assert len(summary) == 1 and SUMMARY.match(summary[0]), result.stderr
-    assert SUMMARY.match(summary[0]).groups()[:3] == ("2500", str(2500 - failed), str(failed))
+    assert failed == 9  # 6 404s and 3 HTML pages
+    assert SUMMARY.match(summary[0]).groups()[:3] == ("600", str(600 - failed), str(failed))
 
 
 def test_file_from_stdin_skips_comments_and_blank_lines_and_prints_one_summary_line(service):

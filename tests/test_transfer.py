@@ -179,7 +179,8 @@ async def test_small_job_is_not_stuck_behind_a_big_one(start_service, origin, im
     origin.latency = 0.02
     big = [origin.add("/big/%d.jpg" % i, jpeg_of_size(500, i)) for i in range(200)]
     big_id = await api.submit(big)
-    await gen.sleep(0.1)
+    while api.service.store.in_flight < 2:  # both slots taken by the big job
+        await gen.sleep(0.005)
     small_id = await api.submit([origin.add("/small.jpg", jpeg_of_size(500, 9999))])
     await api.wait(small_id)
     big_report = await api.job(big_id)
