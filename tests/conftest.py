@@ -95,7 +95,7 @@ class Api:
             if document["status"] == "complete":
                 return document
             assert time.monotonic() < deadline, "job did not complete in %s s: %r" % (timeout, document)
-            await gen.sleep(0.01)
+            await gen.sleep(0.02)
 
 
 @pytest.fixture
