@@ -30,23 +30,27 @@ RECEIVE_BUFFER = 256 * 1024  # curl's receive buffer: fewer, larger WRITEFUNCTIO
 # that ask for them) sends one of those and nothing needs converting; anything else still comes, and is
 # converted or refused by type.
 ACCEPT = "image/jpeg,image/png,image/gif,image/apng,image/tiff;q=0.9,image/bmp;q=0.9,image/*;q=0.5,*/*;q=0.1"
+JOIN_LIMIT = 512 * 1024  # bytes of an image kept as curl's chunks, joined at the end; beyond, one buffer
 MIN_ATTEMPT = 1.0  # seconds: with less of request_timeout left, no further attempt is made
 
 
 class _Body:
-    """The WRITEFUNCTION target: the chunks curl hands over, kept as they are, refusing to pass the
-    cap, and optionally the SHA-256 of what they hold, computed chunk by chunk as the bytes arrive
-    (while they are still in the CPU's cache, and without a pass over the whole image that would hold
-    the event loop for milliseconds on a large one).
+    """The WRITEFUNCTION target: what curl hands over, refusing to pass the cap, and optionally its
+    SHA-256, computed chunk by chunk as the bytes arrive (while they are still in the CPU's cache,
+    and without a pass over the whole image that would hold the event loop for milliseconds on a
+    large one).
 
-    The chunks are joined once at the end, and not at all when the image came in one (a receive
-    buffer of 256 KiB makes that the common case): that ``bytes`` object then goes to Imgur as it is.
+    A small image's chunks are kept as they are and joined once at the end, not at all when it came
+    in one: that ``bytes`` object then goes to Imgur as it is, with no copy. Past ``JOIN_LIMIT`` the
+    bytes go into one growing buffer instead, so that a large image is never held twice (its chunks
+    and their join) at once.
     """
 
-    __slots__ = ("chunks", "size", "cap", "too_large", "hash")
+    __slots__ = ("chunks", "buffer", "size", "cap", "too_large", "hash")
 
     def __init__(self, cap: int, hashing: bool = False) -> None:
         self.chunks: List[bytes] = []
+        self.buffer: Optional[bytearray] = None
         self.size = 0
         self.cap = cap
         self.too_large = False
@@ -57,12 +61,21 @@ class _Body:
         if self.size > self.cap:
             self.too_large = True
             return 0  # fewer bytes than given: curl aborts with CURLE_WRITE_ERROR
-        self.chunks.append(chunk)
+        if self.buffer is not None:
+            self.buffer += chunk
+        elif self.size > JOIN_LIMIT:
+            self.buffer = bytearray().join(self.chunks)
+            self.buffer += chunk
+            self.chunks = []
+        else:
+            self.chunks.append(chunk)
         if self.hash is not None:
             self.hash.update(chunk)
         return None  # None means "all of it" to pycurl
 
-    def data(self) -> bytes:
+    def data(self) -> "bytes | bytearray":
+        if self.buffer is not None:
+            return self.buffer
         chunks = self.chunks
         if len(chunks) == 1:
             return chunks[0]
@@ -81,7 +94,7 @@ class Downloader:
                                  lambda seconds: " (asked to retry after %d s)" % seconds)
         self.new_guard = netguard.prepare(config.allow_private_networks)
 
-    async def fetch_hashed(self, url: str, hashing: bool = True) -> Tuple[bytes, Optional[bytes]]:
+    async def fetch_hashed(self, url: str, hashing: bool = True) -> Tuple["bytes | bytearray", Optional[bytes]]:
         """The body of ``url`` and its SHA-256 digest (None unless ``hashing``), or TransferError with
         the reason. Retries what is worth retrying.
 
@@ -94,7 +107,7 @@ class Downloader:
         finally:
             slots.leave_host()  # the origin's slot goes to the next download from it
 
-    async def _fetch_attempts(self, url: str, hashing: bool) -> Tuple[bytes, Optional[bytes]]:
+    async def _fetch_attempts(self, url: str, hashing: bool) -> Tuple["bytes | bytearray", Optional[bytes]]:
         budget = self.limits.request_timeout
         target = fetch_form(url)
         attempt = 0
@@ -113,7 +126,7 @@ class Downloader:
                 log.debug("download of %s failed (%s); retry %d in %.1f s", url, error.reason, attempt, wait)
                 await slots.retry_sleep(wait)
 
-    async def _fetch_once(self, url: str, hashing: bool, timeout: float) -> Tuple[bytes, Optional[bytes]]:
+    async def _fetch_once(self, url: str, hashing: bool, timeout: float) -> Tuple["bytes | bytearray", Optional[bytes]]:
         """One attempt, allowed ``timeout`` seconds (what is left of request_timeout)."""
         limits = self.limits
         if timeout < limits.request_timeout:  # a later attempt: its reasons name the time it had

@@ -63,3 +63,15 @@ def test_seek_to_the_middle_and_refusals():
     assert stream.seek(1, 1) == pycurl.SEEKFUNC_CANTSEEK
     stream.release()
     assert stream.read(10) == b""
+
+
+def test_a_large_image_goes_into_one_buffer_never_held_twice():
+    from imgurd.download import JOIN_LIMIT
+
+    pieces = [bytes([n]) * (JOIN_LIMIT // 2 + 1) for n in range(3)]
+    body = _Body(cap=4 * JOIN_LIMIT, hashing=True)
+    for piece in pieces:
+        assert body.write(piece) is None
+    assert body.chunks == [] and isinstance(body.data(), bytearray)  # past JOIN_LIMIT: one buffer
+    assert body.data() == b"".join(pieces)
+    assert body.hash.digest() == hashlib.sha256(b"".join(pieces)).digest()
