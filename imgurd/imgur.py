@@ -45,12 +45,15 @@ def plain(curl: pycurl.Curl) -> None:
 
 
 class _BodyStream:
-    """curl's READFUNCTION for an upload: ``head + image + tail`` read straight from the image.
+    """curl's READFUNCTION for an upload: ``head + image + tail``, read straight from the image.
 
-    Joining the three into one body would copy every image once more, and hold both copies for
-    the whole upload; curl asks for the body in pieces anyway. A part that fits in what curl asks
-    for is handed over as it is (the image is a ``bytes`` object: no copy at all); a larger one in
-    slices. SEEKFUNCTION lets curl rewind it (to resend after a redirect, say). One per attempt.
+    Each read fills what curl asks for, across the parts: curl sends whatever one read returns as
+    it is, so handing over the small head, the image and the small tail one at a time cost two
+    more sends, two more socket events and a turn of the event loop each upload (100 KB images, A/B
+    against the bare relay: CPU per image 1.16 times the relay's that way, 1.00 times filled). The
+    copy a filled read makes lives only for the read (curl copies it into its own buffer);
+    joining the three up front would hold every image twice for the whole upload. SEEKFUNCTION
+    lets curl rewind (to resend after a redirect, say). One per attempt.
     """
 
     __slots__ = ("parts", "part", "offset", "size")
@@ -63,20 +66,23 @@ class _BodyStream:
         self.offset = 0
 
     def read(self, size: int) -> bytes:
-        while self.part < 3:
+        pieces = []
+        while size > 0 and self.part < 3:
             part = self.parts[self.part]
             offset = self.offset
             length = len(part) if isinstance(part, bytes) else part.nbytes
-            if offset >= length:
+            end = min(length, offset + size)
+            if end < length:
+                self.offset = end
+            else:
                 self.part += 1
                 self.offset = 0
-                continue
-            if offset == 0 and length <= size:
-                self.part += 1
-                return part if isinstance(part, bytes) else part.tobytes()
-            self.offset = end = min(length, offset + size)
-            return memoryview(part)[offset:end].tobytes()
-        return b""
+            if end > offset:
+                pieces.append(part if offset == 0 and end == length else memoryview(part)[offset:end])
+                size -= end - offset
+        if len(pieces) == 1 and isinstance(pieces[0], bytes):
+            return pieces[0]  # a whole part that is bytes (a small image alone after a seek): no copy
+        return b"".join(pieces)
 
     def seek(self, offset: int, origin: int) -> int:
         if origin != 0 or not 0 <= offset <= self.size:  # only ever asked to rewind (SEEK_SET)

@@ -1,5 +1,5 @@
 """The image's way through memory: chunks kept as curl hands them over, then read back by curl for
-the upload without copies where a part fits (imgurd.download._Body, imgurd.imgur._BodyStream)."""
+the upload, each read as full as curl asked (imgurd.download._Body, imgurd.imgur._BodyStream)."""
 
 import hashlib
 
@@ -11,11 +11,13 @@ from imgurd.imgur import _BodyStream
 
 
 def read_all(stream: _BodyStream, size: int) -> bytes:
+    """Everything left, checking that each read but the last filled what was asked for."""
     pieces = []
     while True:
         piece = stream.read(size)
         assert len(piece) <= size
         if not piece:
+            assert all(len(earlier) == size for earlier in pieces[:-1])
             return b"".join(pieces)
         pieces.append(piece)
 
@@ -47,12 +49,13 @@ def test_stream_reads_head_image_tail_in_any_piece_size(data, size):
     assert read_all(stream, size) == expected
 
 
-def test_image_that_fits_goes_to_curl_without_a_copy():
+def test_a_body_that_fits_goes_to_curl_in_one_read():
+    # one read, so one send: head, image and tail one at a time were three sends and two more
+    # socket events each upload
     data = b"\x89PNG" + bytes(5000)
     stream = _BodyStream(b"head", data, b"tail")
-    assert stream.read(65536) == b"head"
-    assert stream.read(65536) is data
-    assert stream.read(65536) == b"tail" and stream.read(65536) == b""
+    assert stream.read(65536) == b"head" + data + b"tail"
+    assert stream.read(65536) == b""
 
 
 def test_seek_to_the_middle_and_refusals():
