@@ -78,6 +78,13 @@ def time_single_requests(origin: Fake, imgur: Fake, size: int, count: int, first
 # --- the scenarios
 
 
+def knows_max_per_host(src: Optional[str]) -> bool:
+    """Whether the imgurd in ``src`` (None: this checkout) has the max_per_host setting."""
+    if src is None:
+        return True
+    return any("max_per_host" in path.read_text(errors="replace") for path in Path(src, "imgurd").glob("*.py"))
+
+
 class Bench:
     def __init__(self, options: argparse.Namespace) -> None:
         self.options = options
@@ -101,10 +108,11 @@ class Bench:
 
     def imgurd(self, name: str, *flags: str, src: Optional[str] = None, probes: Optional[Path] = None) -> Imgurd:
         """imgurd with ``flags``; every image of a run comes from one origin host, so unless told
-        otherwise its max_per_host is its max_concurrency (a tree from before max_per_host, given
-        with --compare-src, is left as it is)."""
+        otherwise its max_per_host is its max_concurrency: for another tree given with --compare-src
+        too (left out only for a tree from before max_per_host), or the two would not run the same
+        number of transfers at once, and a comparison would measure that."""
         assert self.imgur is not None
-        if src is None and "--max-concurrency" in flags and "--max-per-host" not in flags:
+        if "--max-concurrency" in flags and "--max-per-host" not in flags and knows_max_per_host(src):
             flags += ("--max-per-host", flags[flags.index("--max-concurrency") + 1])
         return Imgurd(name, self.imgur, *flags, src=src, probes=probes)
 
@@ -198,7 +206,7 @@ class Bench:
                     profilers.append(start_profiler(daemon, "profile-%s-%s" % (size_name(size), label)))
             for turn in range(rounds):
                 share = count // rounds + (1 if turn < count % rounds else 0)
-                for label, _ in variants:
+                for label, _ in (variants if turn % 2 == 0 else variants[::-1]):  # neither always goes first
                     daemon = daemons[label]
                     urls = image_urls(self.origin, size, self.seeds(share), share)
                     fakes0 = self.imgur.stats()["cpu"] + self.origin.stats()["cpu"]

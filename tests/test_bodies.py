@@ -78,3 +78,13 @@ def test_a_large_image_goes_into_one_buffer_never_held_twice():
     assert body.chunks == [] and isinstance(body.data(), bytearray)  # past JOIN_LIMIT: one buffer
     assert body.data() == b"".join(pieces)
     assert body.hash.digest() == hashlib.sha256(b"".join(pieces)).digest()
+
+
+def test_upload_buffer_fits_the_request_within_curls_bounds():
+    # curl allocates and zeroes its upload buffer for every request: as large as the request needs
+    # (one read, one send for a small image), never 256 KiB for a 100 KB image, within curl's limits
+    from imgurd.imgur import MIN_UPLOAD_BUFFER, REQUEST_HEADROOM, UPLOAD_BUFFER, upload_buffer_size
+
+    assert upload_buffer_size(0) == MIN_UPLOAD_BUFFER == 16 * 1024
+    assert upload_buffer_size(100 * 1000) == 100 * 1000 + REQUEST_HEADROOM
+    assert upload_buffer_size(20 * 1024 * 1024) == UPLOAD_BUFFER <= 2 * 1024 * 1024
