@@ -386,9 +386,13 @@ def test_waiting_text_says_what_holds_the_jobs_and_until_when():
 def test_submit_says_it_waits_for_imgurs_budget_and_finishes():
     with BackgroundServers() as servers:
         servers.call(servers.imgur.budget, 30, 3.0)  # 3 uploads, then a reset in seconds (an hour at Imgur)
-        daemon = start_daemon(servers, "--max-per-host", "16")
+        daemon = start_daemon(servers, "--max-per-host", "16")  # its start-up asks for the budget
         try:
             urls = [servers.call(servers.origin.add, "/wait%d.jpg" % i, jpeg_of_size(400, i)) for i in range(6)]
+            # the same budget again, its 3 s from now: on a loaded machine the start-up and the first
+            # uploads could use up most of the first window, leaving a wait of about a second, which the
+            # client's polls (every 2 s by then) could miss: no "waiting" line (1 run in 16 under load)
+            servers.call(servers.imgur.budget, 30, 3.0)
             result = run_submit(*urls, server=daemon.base, token=None)
         finally:
             code, log = daemon.stop()
