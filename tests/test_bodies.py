@@ -5,6 +5,8 @@ import hashlib
 
 import pycurl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imgurd.download import _Body
 from imgurd.imgur import _BodyStream
@@ -88,3 +90,28 @@ def test_upload_buffer_fits_the_request_within_curls_bounds():
     assert upload_buffer_size(0) == MIN_UPLOAD_BUFFER == 16 * 1024
     assert upload_buffer_size(100 * 1000) == 100 * 1000 + REQUEST_HEADROOM
     assert upload_buffer_size(20 * 1024 * 1024) == UPLOAD_BUFFER <= 2 * 1024 * 1024
+
+
+@settings(max_examples=300, deadline=None)
+@given(head=st.binary(max_size=40), data=st.binary(max_size=300), tail=st.binary(max_size=40),
+       kind=st.sampled_from([bytes, bytearray, memoryview]), start=st.integers(0, 400),
+       sizes=st.lists(st.integers(1, 120), min_size=1, max_size=12))
+def test_any_reads_after_any_rewind_give_the_body_from_there(head, data, tail, kind, start, sizes):
+    # curl may rewind to any offset (SEEKFUNCTION) and ask for any amount each time: every read fills
+    # what was asked until the end, and the bytes are the body's from that offset on
+    body = head + data + tail
+    stream = _BodyStream(head, kind(data), tail)
+    if start > len(body):
+        assert stream.seek(start, 0) == pycurl.SEEKFUNC_CANTSEEK
+        return
+    assert stream.seek(start, 0) == pycurl.SEEKFUNC_OK
+    got = b""
+    for size in sizes * 40:
+        piece = stream.read(size)
+        assert isinstance(piece, bytes)
+        assert len(piece) == min(size, len(body) - start - len(got))
+        got += piece
+        if not piece:
+            break
+    assert got == body[start:start + len(got)]
+    assert got == body[start:] or len(got) == sum(sizes * 40)
