@@ -5,6 +5,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 from typing import Any, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -13,7 +14,7 @@ from tornado import httputil, web
 from .jobs import JobStore, job_bytes
 from .linger import linger_after
 from .reports import LINK_BLOCK, encode
-from .urls import check_urls
+from .urls import check_urls, normalise
 
 log = logging.getLogger("imgurd.api")
 
@@ -175,7 +176,7 @@ class UploadHandler(ApiHandler):
         if key is not None:
             earlier = self.store.by_idempotency_key(key)
             if earlier is not None:
-                if earlier.urls != urls:
+                if list(map(normalise, earlier.urls)) != list(map(normalise, urls)):  # duplicates by SPEC's rule
                     raise ApiError(422, "this Idempotency-Key was used for job %s with other URLs; "
                                         "use a new key for a new job" % earlier.id)
                 return self._accepted(earlier.id)
@@ -210,7 +211,9 @@ class UploadHandler(ApiHandler):
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             detail = exc.msg if isinstance(exc, json.JSONDecodeError) else \
-                "nested too deeply" if isinstance(exc, RecursionError) else "not UTF-8"
+                "nested too deeply" if isinstance(exc, RecursionError) else \
+                "not UTF-8" if isinstance(exc, UnicodeDecodeError) else \
+                "a number in it has more than %d digits" % sys.get_int_max_str_digits()
             raise ApiError(400, "request body is not valid JSON: %s" % detail) from None
         if not isinstance(document, dict):
             raise ApiError(400, 'request body must be a JSON object like {"urls": ["https://..."]}')

@@ -29,9 +29,11 @@ def normalise(text: str) -> Optional[str]:
         scheme, host, port, rest = simple.groups()
         scheme = scheme.lower()
         netloc = host.lower()
+        if not host_ok(netloc):
+            return None
         if port is not None:
             number = int(port)
-            if number > 65535:
+            if not 0 < number <= 65535:
                 return None
             if number != DEFAULT_PORTS[scheme]:
                 netloc += ":%d" % number
@@ -51,9 +53,12 @@ def _parse(value: str) -> Optional[str]:
         port = parts.port  # raises ValueError on a non-numeric or out-of-range port
     except ValueError:
         return None
-    if scheme not in DEFAULT_PORTS or not host:
+    if scheme not in DEFAULT_PORTS or not host or port == 0:
         return None
-    if not host.isascii() and ascii_host(host) is None:  # an internationalised host must be a valid IDN
+    if not host.isascii():
+        if ascii_host(host) is None:  # an internationalised host must be a valid IDN
+            return None
+    elif ":" not in host and not host_ok(host):  # IPv6 literals: checked by urllib already
         return None
     if ":" in host:
         host = "[%s]" % host
@@ -62,6 +67,50 @@ def _parse(value: str) -> Optional[str]:
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc += ":%d" % port
     return urllib.parse.urlunsplit((scheme, netloc, parts.path, parts.query, ""))
+
+
+# an ASCII host name: labels of letters, digits, "-" and "_" (seen in real names), an optional final dot
+_HOST_NAME = re.compile(r"(?=.{1,254}\Z)(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}\.?\Z", re.ASCII)
+# a name whose last label is a number is an IPv4 address or nothing (WHATWG URL; curl reads the same forms)
+_ENDS_IN_NUMBER = re.compile(r"(?:\A|\.)(?:[0-9]+|0x[0-9a-f]*)\.?\Z", re.ASCII)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(r"(?:%s\.){3}%s\Z" % (_OCTET, _OCTET), re.ASCII)  # the usual form, read at once
+
+
+def host_ok(host: str) -> bool:
+    """Whether an ASCII host (lower case, no IPv6 brackets) is one that could ever be looked up or
+    connected to: ``<script>``, ``a..b``, ``%41.com``, ``256.1.1.1`` or ``1.2.3.4.5`` is not, and its URL
+    is refused at the POST rather than failing later, after retries, as an unresolvable host."""
+    if _DOTTED_QUAD.match(host) is not None:
+        return True
+    if _HOST_NAME.match(host) is None:
+        return False
+    return _ENDS_IN_NUMBER.search(host) is None or ipv4_number(host) is not None
+
+
+def ipv4_number(host: str) -> Optional[int]:
+    """The address of an IPv4 host in any form browsers read (``127.0.0.1``, ``127.1``, ``0x7f000001``,
+    ``0177.0.0.1``, ``2130706433``), or None when it is not one (WHATWG URL's IPv4 parser)."""
+    parts = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = []
+    for part in parts:
+        try:
+            if part[:2] in ("0x", "0X"):
+                numbers.append(int(part[2:] or "0", 16))
+            elif len(part) > 1 and part[0] == "0":
+                numbers.append(int(part, 8))
+            else:
+                numbers.append(int(part, 10))
+        except ValueError:
+            return None
+    if any(number > 255 for number in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
+        return None
+    address = numbers[-1]
+    for index, number in enumerate(numbers[:-1]):
+        address += number << (8 * (3 - index))
+    return address
 
 
 def ascii_host(host: str) -> Optional[str]:

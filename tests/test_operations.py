@@ -105,6 +105,11 @@ async def test_idempotency_key(start_service):
                                        {"Idempotency-Key": "batch-1"})
     assert (code, document) == (422, {"error": "this Idempotency-Key was used for job %s with other URLs; use a new "
                                                "key for a new job" % first})
+    # "the same URLs" as SPEC counts duplicates: after normalisation, so a retry that writes them otherwise
+    # (case, fragment, spaces, a duplicate) finds its job
+    same = ["HTTP://127.0.0.1:9/0.jpg#top", " http://127.0.0.1:9/1.jpg ", "http://127.0.0.1:9/1.jpg#again", urls[2]]
+    code, document, _ = await api.call("POST", "/v1/images/upload", {"urls": same}, {"Idempotency-Key": "batch-1"})
+    assert (code, document) == (202, {"jobId": first})
     # a repeated key answers only a valid request: the body is checked first
     for raw in (b"\x00", b"", b'{"urls": []}', b'{"urls": ["ftp://x"]}'):
         code, document, _ = await api.call("POST", "/v1/images/upload", raw=raw, headers={"Idempotency-Key": "batch-1"})

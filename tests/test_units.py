@@ -29,9 +29,36 @@ def test_normalise(given, expected):
                                  "javascript:alert(1)", "http://exa mple.com/", "http://example.com:99999/",
                                  "http://example.com:abc/", "file:///etc/passwd", "http://a\nb/",
                                  "http://example.com/\ud800.jpg", "http://example.com/a\x85b", "http://a\u00a0b.com/",
-                                 "http://" + "a" * 64 + "\u00e9.com/"])
+                                 "http://" + "a" * 64 + "\u00e9.com/",
+                                 # hosts that can never be looked up or connected to, and port 0
+                                 "http://<script>/", 'http://a"b/', "http://%41.com/", "http://a..b.com/",
+                                 "http://.a.com/", "http://" + "a" * 64 + ".com/", "http://256.1.1.1/",
+                                 "http://1.2.3.4.5/", "http://example.123/", "http://4294967296/",
+                                 "http://09.1.1.1/", "http://x.com:0/", "https://a_b:0/x"])
 def test_normalise_rejects(bad):
     assert normalise(bad) is None
+
+
+@pytest.mark.parametrize("host, address", [
+    ("127.0.0.1", "127.0.0.1"), ("127.1", "127.0.0.1"), ("0x7f000001", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"),
+    ("2130706433", "127.0.0.1"), ("127.0.0.1.", "127.0.0.1"), ("0", "0.0.0.0"), ("0x", "0.0.0.0"),
+    ("1.0x10.3", "1.16.0.3"), ("4294967295", "255.255.255.255"),
+    ("256.1.1.1", None), ("1.2.3.4.5", None), ("4294967296", None), ("1.2.65536", None), ("08.1.1.1", None),
+])
+def test_ipv4_number_reads_the_forms_browsers_and_curl_read(host, address):
+    import ipaddress
+
+    from imgurd.urls import host_ok, ipv4_number
+    number = ipv4_number(host)
+    assert (None if number is None else str(ipaddress.IPv4Address(number))) == address
+    assert host_ok(host) is (address is not None)
+
+
+@pytest.mark.parametrize("host", ["localhost", "example.com", "example.com.", "a_b.example.com", "-x.com",
+                                  "123.example", "xn--fa-hia.de", "a" * 63 + ".com"])
+def test_host_ok_takes_names_that_could_resolve(host):
+    from imgurd.urls import host_ok
+    assert host_ok(host)
 
 
 def test_check_urls_dedupes_first_occurrence_wins_and_keeps_order():
