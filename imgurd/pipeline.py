@@ -11,11 +11,12 @@ taken: its job waits aside until that host has room (slots.py), and the
 other jobs go on meanwhile.
 """
 
+import asyncio
 import logging
 import time
 from typing import Dict, Optional
 
-from tornado import concurrent, gen, locks
+from tornado import concurrent, locks
 from tornado.ioloop import IOLoop
 
 from . import dryrun, sniff
@@ -55,7 +56,17 @@ class Pipeline:
         self._uploading: Dict[bytes, "concurrent.Future[str]"] = {}
 
     def start(self) -> None:
-        IOLoop.current().spawn_callback(self._dispatch)
+        IOLoop.current().spawn_callback(self._keep_dispatching)
+
+    async def _keep_dispatching(self) -> None:
+        """The dispatcher, started again should it ever fail: without it, work queued while every
+        slot is free would never start, and nothing else would say so."""
+        while not self._stopping:
+            try:
+                await self._dispatch()
+            except Exception:
+                log.exception("internal error in the dispatcher; starting it again in a second")
+                await asyncio.sleep(1)
 
     def wake(self) -> None:
         """New work was queued."""
@@ -81,7 +92,7 @@ class Pipeline:
             await self.slots.acquire()
             if self.slots.returning or self.imgur.gate.holds():
                 self.slots.release()  # to the transfer back from a retry sleep first
-                await gen.moment
+                await asyncio.sleep(0)  # a turn of the loop, in which that transfer takes it
                 continue
             if self.store.in_flight >= self.max_in_flight:
                 self.slots.release()

@@ -390,6 +390,22 @@ async def test_url_waiting_to_retry_holds_no_transfer_slot(start_service, origin
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_dispatcher_goes_on_after_giving_a_slot_back_to_a_transfer_back_from_its_retry_sleep(
+        start_service, origin, imgur, caplog):
+    """The dispatcher, holding the only slot when a retried transfer wakes up, hands it over and waits
+    again; it used to die there (``await gen.moment`` raises in a native coroutine), and every job
+    queued while the service was idle stayed pending for good."""
+    api = start_service(max_concurrency=1)
+    origin.add("/flaky.jpg", JPEG)
+    origin.fail_first("/flaky.jpg", 503)  # Retry-After: 1: it sleeps, holding no slot, while /hang/2 runs
+    first = await api.submit([origin.url("/flaky.jpg?retry_after=1"), origin.url("/hang/2")])
+    await api.wait(first, timeout=20)
+    later = await api.submit([origin.add("/later.jpg", JPEG[:-1] + b"\x02\xff\xd9")])  # queued while idle
+    assert (await api.wait(later, timeout=10))["images"][0]["status"] == "complete"
+    assert "internal error in the dispatcher" not in caplog.text
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_url_waiting_to_retry_holds_no_host_slot(start_service, origin, imgur):
     api = start_service(max_concurrency=4, max_per_host=1, max_attempts=2)
     origin.add("/later.jpg", JPEG)

@@ -152,6 +152,19 @@ async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_r
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_a_job_larger_than_the_transfers_in_flight_waits_for_the_budget_and_completes(
+        start_service, origin, imgur, small_reset_margin):
+    """More URLs than 2 x max_concurrency: the rest are still queued when the budget runs out, and the
+    dispatcher must start them after the reset (it used to die at the first budget hold)."""
+    imgur.budget(user_credits=30, window=1.0)  # 3 uploads, then a reset in a second
+    api = start_service(max_concurrency=2)
+    urls = [origin.add("/q%d.jpg" % i, jpeg_of_size(300, i)) for i in range(12)]
+    report = await api.wait(await api.submit(urls), timeout=40)
+    assert len(report["uploaded"]["complete"]) == 12 and report["uploaded"]["failed"] == []
+    assert imgur.spent_uploads == 0 and imgur.requests == 12
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_documented_answers_are_paced_too(io_loop, origin, small_reset_margin):
     imgur = FakeImgur(documented=True).start()  # Unix-time resets, 429s in the documented envelope
     try:
