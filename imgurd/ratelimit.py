@@ -28,6 +28,7 @@ RESET_MARGIN = 1.0  # resets come in whole seconds: wait this much beyond one, n
 FIRST_PAUSE = 60.0  # a 429 that says nothing of its wait pauses uploads this long ...
 LONGEST_PAUSE = 3600.0  # ... doubling for each such 429 in a row, up to this
 SLEEP_SLICE = 60.0  # waits are slept in slices, so a refill learned meanwhile is not missed for long
+LONGEST_TOLD = 366 * 86400.0  # a longer wait told is taken as this: past any budget's reset, a date reports can show
 
 _WAIT_IN_WORDS = re.compile(r"wait\s+(\d+(?:\.\d+)?)\s*(?:more\s+)?(second|sec|minute|min|hour|hr)",
                             re.IGNORECASE)
@@ -46,7 +47,7 @@ def wait_in_words(message: Optional[str]) -> Optional[float]:
 
 def reset_time(value: float, now: float) -> float:
     """A reset header's value as an absolute time: a small number is seconds from now."""
-    return value if value >= TIMESTAMP_FLOOR else now + value
+    return min(value if value >= TIMESTAMP_FLOOR else now + value, now + LONGEST_TOLD)
 
 
 class Budget:
@@ -185,7 +186,7 @@ class RateGate:
         self.pause_for(wait, "Imgur answered 429 (too many requests) and asked to wait %s" % _duration(wait))
 
     def pause_for(self, seconds: float, why: str) -> None:
-        until = self.clock() + seconds
+        until = self.clock() + min(seconds, LONGEST_TOLD)
         if until > self._paused_until:
             self._paused_until = until
             self._pause_why = why
@@ -255,7 +256,7 @@ class RateGate:
                     self.in_flight += 1
                     return
                 left = held.until - now
-                if held.until > deadline:
+                if _beyond(left, deadline - now):
                     raise self._too_long(held, left, None if limit == self.max_wait else deadline - now)
                 await gen.sleep(min(left, SLEEP_SLICE))
         finally:
@@ -273,13 +274,13 @@ class RateGate:
     def holds(self) -> bool:
         """Whether a budget or pause holds every upload now, for no longer than ``max_rate_limit_wait``."""
         held = self.waiting()
-        return held is not None and held.until - self.clock() <= self.max_wait
+        return held is not None and not _beyond(held.until - self.clock(), self.max_wait)
 
     def refuse_beyond_max_wait(self) -> None:
         """Raise the failure an upload would meet now, when its wait is beyond ``max_rate_limit_wait``:
         a URL fails before it is downloaded for nothing."""
         held = self.waiting()
-        if held is not None and held.until - self.clock() > self.max_wait:
+        if held is not None and _beyond(held.until - self.clock(), self.max_wait):
             raise self._too_long(held, held.until - self.clock())
 
     async def open(self) -> None:
@@ -290,7 +291,7 @@ class RateGate:
             if held is None:
                 return
             left = held.until - self.clock()
-            if left > self.max_wait:
+            if _beyond(left, self.max_wait):
                 return
             await gen.sleep(min(left, SLEEP_SLICE))
 
@@ -302,6 +303,12 @@ class RateGate:
 
     def ready(self) -> None:
         self._ready.set()
+
+
+def _beyond(wait: float, limit: float) -> bool:
+    """Whether a wait passes a limit such as ``max_rate_limit_wait``. The margin kept beyond Imgur's
+    resets does not count: a daily budget that refills in exactly the 86,400 s allowed is waited for."""
+    return wait > limit + RESET_MARGIN
 
 
 def _duration(seconds: float) -> str:

@@ -14,6 +14,7 @@ from tornado import gen
 
 from imgurd import ratelimit
 from imgurd.answers import error_message
+from imgurd.errors import TransferError
 from imgurd.jobs import JobStore
 from imgurd.ratelimit import RateGate, reset_time, wait_in_words
 from tests.fakes import JPEG, FakeImgur, jpeg_of_size, start_server
@@ -59,6 +60,43 @@ def test_gate_reads_budget_headers_in_any_case_and_waits_for_the_user_reset():
     assert gate.budgets["client"].reset_at == now[0] + 86400 + margin
     now[0] += 3600 + margin
     assert gate.waiting() is None and gate.budgets["user"].remaining == 500  # refilled at the reset
+
+
+@pytest.mark.parametrize("reset, fails", [("86400", False), ("86401", True)])
+def test_a_spent_daily_budget_refilling_in_exactly_max_rate_limit_wait_is_waited_for(reset, fails):
+    """Imgur's daily budget says it resets in 86,400 s, the default max_rate_limit_wait: the second of
+    margin imgurd adds beyond a reset must not make every waiting URL fail."""
+    now = [1_800_000_000.0]
+    gate = RateGate(max_wait=86400, clock=lambda: now[0])
+    gate.observe({"x-ratelimit-clientlimit": "12500", "x-ratelimit-clientremaining": "0",
+                  "x-ratelimit-clientreset": reset})
+    assert gate.holds() is not fails
+    if fails:
+        with pytest.raises(TransferError, match="beyond max_rate_limit_wait"):
+            gate.refuse_beyond_max_wait()
+    else:
+        gate.refuse_beyond_max_wait()
+
+
+@pytest.mark.parametrize("told", [
+    {"retry_after": 999999999999.0},
+    {"message": "Please wait 99999999999 more hours"},
+    {"headers": {"x-post-rate-limit-remaining": "0", "x-post-rate-limit-reset": "999999999999"}},
+])
+def test_an_absurd_wait_is_taken_as_a_year_and_the_job_report_can_show_it(told):
+    """A Retry-After, a wait in words or a reset time beyond year 9999 made every job report a 500."""
+    from imgurd.reports import utc_stamp
+    now = [1_800_000_000.0]
+    gate = RateGate(max_wait=86400, clock=lambda: now[0])
+    if "headers" in told:
+        gate.observe(told["headers"])
+    else:
+        gate.rate_limited(told.get("retry_after"), told.get("message"))
+    held = gate.waiting()
+    assert held is not None and held.until <= now[0] + ratelimit.LONGEST_TOLD + ratelimit.RESET_MARGIN
+    assert utc_stamp(held.until).endswith("Z")
+    with pytest.raises(TransferError, match="beyond max_rate_limit_wait"):
+        gate.refuse_beyond_max_wait()
 
 
 def test_gate_without_headers_learns_from_a_quiet_429_and_backs_off():
