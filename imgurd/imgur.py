@@ -182,16 +182,16 @@ class ImgurClient:
 
     async def _attempt(self, body: _BodyStream, content_type: str,
                        allowance: Optional[float] = None) -> Tuple[str, Optional[str]]:
-        auth = await self.tokens.header()
-        request = HTTPRequest(
-            self.url, method="POST", follow_redirects=False, body=b"",  # the real body is streamed by body.prepare
-            headers={"Authorization": auth, "Content-Type": content_type, "Accept": "application/json"},
-            connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
-            user_agent=USER_AGENT, prepare_curl_callback=body.prepare,
-        )
         await self.gate.acquire(allowance)
         response = None
         try:
+            auth = await self.tokens.header()  # after the gate's wait, which may outlast a token
+            request = HTTPRequest(
+                self.url, method="POST", follow_redirects=False, body=b"",  # the body is streamed by body.prepare
+                headers={"Authorization": auth, "Content-Type": content_type, "Accept": "application/json"},
+                connect_timeout=self.config.connect_timeout, request_timeout=self.config.request_timeout,
+                user_agent=USER_AGENT, prepare_curl_callback=body.prepare,
+            )
             response, error = await fetch(self.http, request)
         finally:
             self.gate.release(response.headers if response is not None else None)

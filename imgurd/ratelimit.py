@@ -121,8 +121,9 @@ class RateGate:
 
     # --- what Imgur tells
 
-    def observe(self, headers: Mapping[str, str], pending: int = 0) -> None:
-        """Take the budgets Imgur reports (any subset of its headers may be present, in any case).
+    def observe(self, headers: Mapping[str, str], pending: int = 0) -> bool:
+        """Take the budgets Imgur reports (any subset of its headers may be present, in any case);
+        whether there were any.
 
         ``pending`` uploads are still in flight; Imgur may not have counted them yet, so they are
         taken off what it reports: better to wait once too often than to send into a spent budget.
@@ -130,10 +131,14 @@ class RateGate:
         now = self.clock()
         if not isinstance(headers, HTTPHeaders):  # tornado's answers' headers match names in any case already
             headers = {str(name).lower(): value for name, value in headers.items()}
+        told = False
         for name, limit, remaining, reset in _BUDGET_HEADERS:
-            self._seed(name, _number(headers, limit), _number(headers, remaining), _number(headers, reset),
-                       pending, now)
+            numbers = (_number(headers, limit), _number(headers, remaining), _number(headers, reset))
+            if numbers != (None, None, None):
+                told = True
+                self._seed(name, *numbers, pending, now)
         self._recheck()
+        return told
 
     def seed(self, name: str, limit: Optional[float], remaining: Optional[float], reset: Optional[float],
              pending: int = 0, now: Optional[float] = None) -> None:
@@ -160,10 +165,19 @@ class RateGate:
         self._clear = True
 
     def release(self, headers: Optional[Mapping[str, str]] = None) -> None:
-        """An upload let through by ``acquire()`` has ended, with Imgur's answer headers if it got one."""
+        """An upload let through by ``acquire()`` has ended, with Imgur's answer headers if it got one.
+
+        Without an answer, or with one that tells no budget (an HTML error page from a layer in front
+        of Imgur's API), Imgur most likely did not count the upload: what ``acquire()`` took off is
+        given back, or a short outage would leave the budgets looking spent for up to their reset.
+        """
         self.in_flight -= 1
-        if headers is not None:
-            self.observe(headers, self.in_flight)
+        if headers is None or not self.observe(headers, self.in_flight):
+            for budget in self.budgets.values():
+                if budget.remaining is not None:
+                    budget.remaining = min(budget.remaining + budget.cost,
+                                           budget.limit if budget.limit is not None else math.inf)
+            self._recheck()
         self._answered.notify_all()
 
     def succeeded(self) -> None:

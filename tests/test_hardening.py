@@ -203,6 +203,26 @@ async def test_token_renewed_before_it_expires(start_service, origin, imgur):
     assert imgur.requests == 3  # no upload was refused on the way
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_token_is_taken_after_the_wait_at_imgurs_budget_gate(start_service, origin, imgur):
+    """An upload waiting at the gate (a 429 pause here) may outlast its token: the header is taken
+    after the wait, so a token renewed meanwhile is the one sent, and no upload is refused for it."""
+    from tornado import gen
+    imgur.token_lifetime = 1000
+    api = start_service(max_concurrency=2, **oauth_settings(imgur))
+    now = [5000.0]
+    api.service.tokens.clock = lambda: now[0]
+    assert (await run_one(api, origin.add("/1.jpg", jpeg_of_size(500, 1))))["status"] == "complete"
+    job = await api.submit([origin.url("/hang/1")])  # its download takes a second
+    await gen.sleep(0.3)
+    api.service.gate.pause_for(1.5, "a 429 pause")  # e.g. another upload's quiet 429, while it downloads
+    await gen.sleep(1.0)  # downloaded, and waiting at the gate
+    now[0] += 1000  # meanwhile the token's lifetime ran out ...
+    imgur.expire_tokens()  # ... and Imgur no longer takes it
+    assert (await api.wait(job))["images"][0]["status"] == "complete"
+    assert imgur.requests == 2 and imgur.token_requests == 2  # renewed before the upload, none refused
+
+
 @pytest.mark.gen_test
 async def test_rejected_refresh_token_fails_urls_and_logs_error_once(start_service, origin, imgur, caplog):
     caplog.set_level(logging.DEBUG)

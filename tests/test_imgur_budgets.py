@@ -99,6 +99,32 @@ def test_an_absurd_wait_is_taken_as_a_year_and_the_job_report_can_show_it(told):
         gate.refuse_beyond_max_wait()
 
 
+@pytest.mark.gen_test
+@pytest.mark.parametrize("answer", [None, {"Content-Type": "text/html"}])
+async def test_an_upload_without_an_answer_from_imgurs_api_gives_its_credits_back(answer):
+    """No answer (Imgur unreachable) or one that tells no budget (an HTML page from a layer in front
+    of the API): Imgur most likely did not count the upload, and a short outage must not leave the
+    budgets looking spent until their reset."""
+    gate = RateGate(max_wait=86400)
+    gate.observe({"X-RateLimit-UserLimit": "60", "X-RateLimit-UserRemaining": "20",
+                  "X-Post-Rate-Limit-Limit": "5", "X-Post-Rate-Limit-Remaining": "2"})
+    for _ in range(5):
+        await gate.acquire()
+        gate.release(answer)
+    assert gate.remaining()["user"] == 20 and gate.remaining()["post"] == 2 and gate.waiting() is None
+    await gate.acquire()
+    gate.release({"X-RateLimit-UserRemaining": "10", "X-Post-Rate-Limit-Remaining": "1"})  # an answer: believed
+    assert gate.remaining()["user"] == 10 and gate.remaining()["post"] == 1
+    await gate.acquire()
+    assert gate.remaining()["post"] == 0  # taken while in flight ...
+    gate.release(None)
+    assert gate.remaining()["post"] == 1  # ... and given back, never beyond the limit
+    gate.observe({"X-Post-Rate-Limit-Remaining": "5"})
+    await gate.acquire()
+    gate.release(None)
+    assert gate.remaining()["post"] == 5
+
+
 def test_gate_without_headers_learns_from_a_quiet_429_and_backs_off():
     now = [1000.0]
     gate = RateGate(max_wait=86400, clock=lambda: now[0])
