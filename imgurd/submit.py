@@ -59,6 +59,9 @@ class Forgotten(Exception):
 # --- input
 
 
+FINAL = ("complete", "failed")
+
+
 class Unique:
     """One distinct URL (by the server's normal form), with what became of it."""
 
@@ -73,7 +76,7 @@ class Unique:
     def status(self) -> str:
         """``complete``, ``failed`` or, for anything unfinished (or never submitted), ``pending``."""
         status = self.image.get("status") if self.image else None
-        return status if status in ("complete", "failed") else "pending"
+        return status if status in FINAL else "pending"
 
 
 class Row:
@@ -125,21 +128,25 @@ def collect(arguments: Sequence[str], files: Sequence[str],
             earlier: Sequence[Tuple[str, str]] = ()) -> Tuple[List[Row], List[Unique]]:
     """(one Row per input line, in input order; the distinct URLs, in first-seen order).
 
-    ``earlier``: (URL, where) rows of a ``--resume`` file, the input when no URL is given.
+    ``earlier``: (URL, where) rows of a ``--resume`` file, read first: the URLs given go after them,
+    those already there once (the file keeps every result it had).
     """
     given = [(url.strip(), "argument %d" % number) for number, url in enumerate(arguments, 1)]
     for path in files:
         given.extend(read_lines(path))
-    if not given:
-        given = [(url.strip(), where) for url, where in earlier]
-    if not given:
+    if not given and not earlier:
         raise UsageProblem("no URLs given: pass them as arguments or with --file PATH (- for stdin)")
     rows: List[Row] = []
     distinct: Dict[str, Unique] = {}
-    for url, where in given:
+    in_earlier = set()
+    for number, (url, where) in enumerate([(url.strip(), where) for url, where in earlier] + given):
         key = normalise(url)
         if key is None:
             raise UsageProblem("%s is not an http(s) URL: %s" % (where, display(url)))
+        if number < len(earlier):
+            in_earlier.add(key)
+        elif key in in_earlier:  # given again: its row is there already, from the earlier file
+            continue
         unique = distinct.get(key)
         if unique is None:
             unique = distinct[key] = Unique(url, key)
@@ -196,8 +203,8 @@ class Batch:
                 if by_key is None:
                     by_key = {normalise(str(i.get("url", ""))): i for i in images if isinstance(i, dict)}
                 image = by_key.get(unique.key)
-            if image is not None:
-                unique.image = image
+            if image is not None and (unique.status == "pending" or image.get("status") in FINAL):
+                unique.image = image  # never a result seen back to pending: a server restarted from an older state
         self.done = report.get("status") == "complete"
         self.waiting = waiting_text(report.get("waiting"))
 
@@ -354,9 +361,11 @@ class Submitter:
         queue = self.plan(uniques)
         while queue:
             printed = len(self.accepted)
-            busy = self.submit_ready(queue)
-            for batch in self.accepted[printed:]:
-                click.echo(batch.job_id)
+            try:
+                busy = self.submit_ready(queue)
+            finally:  # also those accepted before a later batch failed: a rerun would submit them twice
+                for batch in self.accepted[printed:]:
+                    click.echo(batch.job_id)
             if busy is not None:
                 self.api.pause(busy, self.deadline)
 
@@ -529,6 +538,18 @@ def _stderr_is_terminal() -> bool:
         return False
 
 
+def _deliver(rows: List[Row], fmt: str, sink: Optional[OutputFile]) -> bool:
+    """The results to ``--output`` or stdout; False if the file could not be written (they go to stdout)."""
+    if sink is not None:
+        try:
+            sink.write(rows)
+            return True
+        except SubmitError as error:
+            click.echo("%s: error: %s" % (PROG, error), err=True)
+    click.echo(render(rows, fmt), nl=False)  # the results must go somewhere
+    return sink is None
+
+
 def _tell_submitted(submitter: Submitter, no_wait: bool, when: str) -> None:
     """Name the jobs already queued (with --no-wait their ids are on stdout already)."""
     if submitter.accepted and not no_wait:
@@ -638,13 +659,15 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
         except Lost as error:
             stopped, code = str(error), EXIT_LOST
         except Forgotten as error:
-            stopped, code = ("the server no longer knows job %s (it restarted without keeping its state)"
-                             % ", ".join(error.job_ids)), EXIT_LOST
+            stopped, code = ("the server no longer knows job %s (it restarted without keeping its state, or "
+                             "dropped the job under its max_jobs or job_ttl)" % ", ".join(error.job_ids)), EXIT_LOST
         except KeyboardInterrupt:
             stopped, code = "interrupted", EXIT_INTERRUPTED
     except SubmitError as error:
         click.echo("%s: error: %s" % (PROG, error), err=True)
         _tell_submitted(submitter, no_wait, "before the error")
+        if not no_wait and (submitter.accepted or job_ids):  # results already seen are never lost
+            _deliver(rows, fmt, sink)
         return EXIT_ERROR
     except KeyboardInterrupt:  # before the polling began
         if no_wait:
@@ -653,15 +676,8 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
         stopped, code = "interrupted", EXIT_INTERRUPTED
     finally:
         api.close()
-    if sink is not None:
-        try:
-            sink.write(rows)
-        except SubmitError as error:
-            click.echo("%s: error: %s" % (PROG, error), err=True)
-            click.echo(render(rows, fmt), nl=False)  # the results must go somewhere
-            return EXIT_ERROR
-    else:
-        click.echo(render(rows, fmt), nl=False)
+    if not _deliver(rows, fmt, sink):
+        return EXIT_ERROR
     elapsed = time.monotonic() - started
     if stopped is not None:
         click.echo("%s: %s; %s" % (PROG, stopped, how_to_resume(rows, output, fmt)), err=True)

@@ -507,3 +507,97 @@ def test_client_waits_a_long_retry_after_only_as_long_as_retry_for_allows():
         api.close()
     assert fake.slept == [10.0]  # not the hour asked for: what is left of --retry-for, then one last try
     assert "HTTP 503" in str(lost.value)
+
+
+# --- results already seen are never lost (SPEC 6), against a stand-in server whose answers a test writes
+
+
+class _Stand(http.server.BaseHTTPRequestHandler):
+    """POST answers ``server.posts_script`` in turn (202 with a new job id, or a status and error);
+    GET answers the job's ``server.polls`` in turn, the last one for ever."""
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, status, document):
+        body = json.dumps(document).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        urls = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["urls"]
+        answer = self.server.posts_script.pop(0) if self.server.posts_script else 202
+        if answer == 202:
+            self.server.jobs.append(urls)
+            self._json(202, {"jobId": "job-%d" % len(self.server.jobs)})
+        else:
+            self._json(answer, {"error": "refused by the stand-in"})
+
+    def do_GET(self):
+        polls = self.server.polls
+        status, statuses = polls.pop(0) if len(polls) > 1 else polls[0]
+        urls = self.server.jobs[-1]
+        if status != 200:
+            return self._json(status, {"error": "the stand-in says no"})
+        images = [{"url": url, "status": state, "link": "https://i.imgur.com/%s%d.jpg" % (state[0], n)
+                   if state == "complete" else None, "error": None} for n, (url, state) in enumerate(zip(urls, statuses))]
+        done = all(state in ("complete", "failed") for state in statuses)
+        self._json(200, {"id": "job-1", "status": "complete" if done else "in-progress", "images": images})
+
+
+def stand_in(posts_script=(), polls=((200, ("pending",)),)):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stand)
+    server.posts_script, server.polls, server.jobs = list(posts_script), list(polls), []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, "http://127.0.0.1:%d" % server.server_address[1]
+
+
+def test_a_request_refused_mid_run_still_prints_the_results_seen():
+    server, base = stand_in(polls=[(200, ("complete", "pending")), (401, ())])
+    try:
+        result = run_submit("http://127.0.0.1:9/a.jpg", "http://127.0.0.1:9/b.jpg", server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2 and "the stand-in says no" in result.stderr
+    assert list(csv.reader(io.StringIO(result.stdout)))[1:] == [
+        ["http://127.0.0.1:9/a.jpg", "complete", "https://i.imgur.com/c0.jpg", ""],
+        ["http://127.0.0.1:9/b.jpg", "pending", "", ""]]
+
+
+def test_a_result_seen_never_goes_back_to_pending():
+    """A server restarted from an older state file reports a finished URL as pending again."""
+    server, base = stand_in(polls=[(200, ("complete", "pending")), (200, ("pending", "pending"))])
+    try:
+        result = run_submit("--timeout", "3", "http://127.0.0.1:9/a.jpg", "http://127.0.0.1:9/b.jpg", server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 3, result.stderr
+    assert list(csv.reader(io.StringIO(result.stdout)))[1][:3] == [
+        "http://127.0.0.1:9/a.jpg", "complete", "https://i.imgur.com/c0.jpg"]
+
+
+def test_no_wait_prints_the_jobs_accepted_before_a_later_batch_is_refused():
+    server, base = stand_in(posts_script=[202, 202, 400])
+    try:
+        result = run_submit("--no-wait", "--batch", "1", *["http://127.0.0.1:9/%d.jpg" % n for n in range(3)],
+                            server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2 and "refused by the stand-in" in result.stderr
+    assert result.stdout.split() == ["job-1", "job-2"]  # without them a rerun would submit these twice
+
+
+def test_resume_with_urls_keeps_the_earlier_files_rows_first():
+    from imgurd.submit import collect
+    earlier = [("http://h/a.jpg", "output.csv row 1"), ("http://h/b.jpg", "output.csv row 2")]
+    rows, uniques = collect(["http://h/c.jpg", "HTTP://h/a.jpg"], [], earlier)
+    assert [row.url for row in rows] == ["http://h/a.jpg", "http://h/b.jpg", "http://h/c.jpg"]
+    assert [unique.url for unique in uniques] == ["http://h/a.jpg", "http://h/b.jpg", "http://h/c.jpg"]
+    rows, _ = collect(["http://h/c.jpg", "http://h/c.jpg"], [], [])  # without --resume: a row an input line
+    assert [row.url for row in rows] == ["http://h/c.jpg", "http://h/c.jpg"]
