@@ -441,16 +441,28 @@ class OutputFile:
         self.fmt = fmt
         self.last: Optional[str] = None
 
+    def check(self) -> None:
+        """Raise SubmitError unless PATH could be written, leaving it as it is (a file being resumed
+        keeps its rows, failures and all, until results come)."""
+        try:
+            fd, temporary = self._temporary()
+            os.close(fd)
+            os.unlink(temporary)
+        except OSError as error:
+            raise SubmitError("cannot write --output %s: %s" % (self.path, error.strerror or error)) from None
+
+    def _temporary(self) -> Tuple[int, str]:
+        """A new file of our own beside the target (never one someone prepared, never a symlink)."""
+        return tempfile.mkstemp(prefix=".%s." % os.path.basename(self.path), suffix=".tmp",
+                                dir=os.path.dirname(os.path.abspath(self.path)))
+
     def write(self, rows: Sequence[Row]) -> None:
         text = render(rows, self.fmt)
         if text == self.last:
             return
-        directory = os.path.dirname(os.path.abspath(self.path))
         temporary = None
         try:
-            # a new file of our own beside the target (never one someone prepared, never a symlink)
-            fd, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(self.path), suffix=".tmp",
-                                             dir=directory)
+            fd, temporary = self._temporary()
             os.fchmod(fd, 0o666 & ~_UMASK)  # the mode any file this user writes would have
             with open(fd, "w", encoding="utf-8", newline="") as handle:
                 handle.write(text)
@@ -614,6 +626,7 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
         raise UsageProblem(str(error)) from None
     rows: List[Row] = []
     uniques: List[Unique] = []
+    earlier = None
     if not job_ids:
         earlier = read_earlier(output, fmt) if resume and output else None
         if earlier is None and resume and not (urls or files):
@@ -647,8 +660,11 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
                     plural(len(uniques), "distinct URL")), err=True)
                 return EXIT_LOST
             return EXIT_OK
-        if sink is not None:
-            sink.write(rows)  # at once: a PATH that cannot be written stops the run before anything is sent
+        if sink is not None:  # at once: a PATH that cannot be written stops the run before anything is sent
+            if earlier:
+                sink.check()
+            else:
+                sink.write(rows)
         try:
             if job_ids:
                 submitter.attach(list(dict.fromkeys(job_ids)), rows)

@@ -601,3 +601,20 @@ def test_resume_with_urls_keeps_the_earlier_files_rows_first():
     assert [unique.url for unique in uniques] == ["http://h/a.jpg", "http://h/b.jpg", "http://h/c.jpg"]
     rows, _ = collect(["http://h/c.jpg", "http://h/c.jpg"], [], [])  # without --resume: a row an input line
     assert [row.url for row in rows] == ["http://h/c.jpg", "http://h/c.jpg"]
+
+
+def test_resume_leaves_the_file_as_it_was_until_results_come(tmp_path):
+    """A resumed file keeps its failures (and their reasons) when nothing could be sent; a place that
+    cannot be written still stops the run before anything is sent."""
+    output = tmp_path / "r.csv"
+    before = ("url,status,link,error\r\nhttp://127.0.0.1:9/a.jpg,complete,https://i.imgur.com/a.jpg,\r\n"
+              "http://127.0.0.1:9/b.jpg,failed,,origin answered HTTP 404\r\n")
+    output.write_text(before, encoding="utf-8", newline="")
+    result = run_submit("--output", str(output), "--resume", "--retry-for", "0", server="http://127.0.0.1:%d" % free_port())
+    assert result.returncode == 2 and "connection refused" in result.stderr, result.stderr
+    with open(output, encoding="utf-8", newline="") as handle:
+        assert handle.read() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]  # the trial file is gone
+    from imgurd.submit import OutputFile, SubmitError
+    with pytest.raises(SubmitError, match="cannot write --output"):
+        OutputFile(str(tmp_path / "gone" / "r.csv"), "csv").check()
