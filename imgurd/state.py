@@ -47,6 +47,7 @@ WRITE_BUFFER = 256 * 1024  # encoded bytes gathered before each compression call
 COMPRESS_LEVEL = 1  # level 6 saves 5 % of the size for 75 % more CPU (bench/state.py)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HTTP_URL = re.compile(r"https?://[^\s/?#]", re.IGNORECASE)  # cheap: 100,000 URLs are read at start-up
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _STATUS = {name: code for code, name in enumerate(STATE_NAMES)}
 
@@ -226,6 +227,9 @@ def _job(record: Dict[str, Any]) -> Job:
         raise _Bad("job %s: urls, status, links and errors differ in length" % job_id)
     if not all(isinstance(url, str) for url in urls):
         raise _Bad("job %s: a URL is not a string" % job_id)
+    for url in urls:
+        if _HTTP_URL.match(url) is None:  # a file: URL, say: never fetched, whatever the file says
+            raise _Bad("job %s: %r is not an http(s) URL" % (job_id, url[:100]))
     job = Job(urls, key)
     job.id = job_id
     job.created = float(created)
@@ -365,6 +369,7 @@ class StateKeeper:
     def load(self) -> None:
         """Lock the file for this process, read it and restore what it holds; StateError if impossible."""
         started = time.monotonic()
+        self._follow_link()
         self._take_lock()
         loaded = read_file(self.path)
         if loaded is None:
@@ -390,6 +395,18 @@ class StateKeeper:
                  self.path, len(store.jobs), store.backlog, len(store.links),
                  len(loaded.digests) if same_uploader else 0, time.monotonic() - started)
         self._saved_as = self.fingerprint()
+
+    def _follow_link(self) -> None:
+        """A state_file that is a symbolic link (to a volume, say) is read and written where it points,
+        the link kept; one that points nowhere (that volume not mounted yet) stops start-up rather
+        than starting empty and saving in its place."""
+        if not os.path.islink(self.path):
+            return
+        target = os.path.realpath(self.path)
+        if not os.path.exists(target):
+            raise StateError("state_file %s is a symbolic link to %s, which does not exist" % (self.path, target))
+        log.info("state_file %s is a symbolic link: using %s", self.path, target)
+        self.path = target
 
     def _take_lock(self) -> None:
         lock_path = self.path + ".lock"

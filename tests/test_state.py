@@ -175,6 +175,11 @@ def valid_file_bytes(tmp_path):
                             "idempotency_key": None, "urls": ["http://a/"], "status": ["complete"],
                             "links": [None], "errors": [None]}),
      "URL 0 is complete without a link"),
+    (lambda good: gz_lines({"format": "imgurd-state", "version": 1},
+                           {"job": "0" * 8 + "-0000-0000-0000-" + "0" * 12, "created": 1, "finished": None,
+                            "idempotency_key": None, "urls": ["http://a/", "file:///etc/passwd"],
+                            "status": ["pending", "pending"], "links": [None, None], "errors": [None, None]}),
+     "'file:///etc/passwd' is not an http(s) URL"),
 ])
 def test_files_it_cannot_use_raise_one_line(tmp_path, make, expected):
     path = tmp_path / "state.gz"
@@ -187,6 +192,29 @@ def test_files_it_cannot_use_raise_one_line(tmp_path, make, expected):
 
 def test_missing_file_is_a_first_start(tmp_path):
     assert read_file(str(tmp_path / "absent.gz")) is None
+
+
+def test_a_symbolic_link_is_followed_and_kept_and_one_to_nowhere_stops_start_up(tmp_path):
+    """A state_file linked to a volume is saved there, the link kept; a link to nowhere (that volume not
+    mounted yet) must not start empty and then save in the link's place."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    link = tmp_path / "state.gz"
+    link.symlink_to(volume / "state.gz")
+    with pytest.raises(StateError, match="is a symbolic link to .*volume/state.gz, which does not exist"):
+        StateKeeper(defaults(state_file=str(link), client_id="x"), JobStore(3600, 100), {}).load()
+    store, _, _, digests = sample_store()
+    save(store, digests, volume / "state.gz")
+    keeper = StateKeeper(defaults(state_file=str(link), client_id="x"), JobStore(3600, 100), {})
+    keeper.load()
+    assert len(keeper.store.jobs) == 2
+
+    async def saved():
+        keeper.start()
+        keeper.store.add(["http://origin.test/new.jpg"])
+        await keeper.stop()
+    asyncio.run(saved())
+    assert link.is_symlink() and len(read_file(str(volume / "state.gz")).jobs) == 3
 
 
 def test_a_second_process_cannot_use_the_same_file(tmp_path):
