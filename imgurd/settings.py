@@ -268,7 +268,9 @@ def read_file(path: str) -> Dict[str, str]:
 
 
 def read_env(environ: Mapping[str, str]) -> Dict[str, str]:
-    return {s.name: environ[s.env] for s in SETTINGS if s.env in environ}
+    """The settings given by ``IMGURD_<KEY>`` variables; an empty one counts as not set (``IMGURD_X=``
+    is how an env file or a container template leaves a key out)."""
+    return {s.name: environ[s.env] for s in SETTINGS if environ.get(s.env, "").strip()}
 
 
 def unknown_env(environ: Mapping[str, str]) -> List[str]:
@@ -346,7 +348,9 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str], config_path: O
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            shown = "(hidden)" if setting.secret else exc
+            shown = str(exc)  # a secret's reason is shown too ("it is empty"), never its value
+            if setting.secret and raw.strip() and raw.strip() in shown:
+                shown = "(hidden)"
             raise ConfigError("invalid value for %s (from %s): %s" % (setting.name, origin, shown)) from None
     if not values["client_id"] and not values["dry_run"]:
         where = " (config file %s)" % config_path if config_path else ""

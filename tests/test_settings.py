@@ -36,6 +36,15 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path):
     assert config.job_ttl == 86400  # default
 
 
+def test_an_empty_environment_variable_counts_as_not_set(tmp_path):
+    """IMGURD_X= is how env files and container templates leave a key out; a config file's value still counts."""
+    path = write(tmp_path, "[imgurd]\nclient_id = from-file\nstate_interval = 7\n")
+    config = resolve({}, {"IMGURD_CLIENT_ID": "", "IMGURD_STATE_FILE": " ", "IMGURD_API_TOKEN": "",
+                          "IMGURD_STATE_INTERVAL": ""}, path)
+    assert config.client_id == "from-file" and config.state_file is None and config.api_token is None
+    assert config.state_interval == 7
+
+
 def test_boolean_spellings(tmp_path):
     path = write(tmp_path, "[imgurd]\nclient_id = x\nallow_private_networks = yes\nreuse_identical_uploads = off\n")
     config = resolve({}, {}, path)
@@ -84,7 +93,12 @@ def test_unreadable_file(tmp_path):
 def test_secret_values_never_echoed(tmp_path):
     with pytest.raises(ConfigError) as caught:
         resolve({"client_id": "x", "api_token": "   "}, {}, None)
-    assert "invalid value for api_token" in str(caught.value)
+    assert str(caught.value) == "invalid value for api_token (from option --api-token): it is empty"
+    path = write(tmp_path, "[imgurd]\nclient_id = x\napi_token = 'p4ssw0rd'\n")
+    with pytest.raises(ConfigError) as caught:  # why, without the value
+        resolve({}, {}, path)
+    assert str(caught.value).endswith("it is wrapped in quotes; write the value without them")
+    assert "p4ssw0rd" not in str(caught.value)
     config = resolve({"client_id": "x", "client_secret": "s3cr3t", "refresh_token": "r3fr3sh"}, {}, None)
     assert "s3cr3t" not in repr(config) and "r3fr3sh" not in repr(config)
 
@@ -182,7 +196,7 @@ def test_credentials_errors_name_the_file_never_the_value(tmp_path):
         resolve({}, env, None)
     message = str(caught.value)
     assert message.startswith("invalid value for api_token (from credential file ")
-    assert env["CREDENTIALS_DIRECTORY"] + "/api_token" in message and "(hidden)" in message
+    assert env["CREDENTIALS_DIRECTORY"] + "/api_token" in message and message.endswith(": it is empty")
     with pytest.raises(ConfigError, match="CREDENTIALS_DIRECTORY=.*nowhere is not a directory"):
         resolve({"client_id": "x"}, {"CREDENTIALS_DIRECTORY": str(tmp_path / "nowhere")}, None)
     (tmp_path / "credentials" / "api_token").write_bytes(b"\xff\xfe")
