@@ -182,10 +182,12 @@ class UploadHandler(ApiHandler):
                 return self._accepted(earlier.id)
         store = self.store
         if store.backlog + len(urls) > self.config.max_queued_urls:
+            advice = ("split it: it alone is more than that" if len(urls) > self.config.max_queued_urls
+                      else "retry later")  # it would never fit, however long the client waits
             raise ApiError(
                 503,
-                "backlog full: %d URLs queued, this job adds %d, at most %d (max_queued_urls); retry later"
-                % (store.backlog, len(urls), self.config.max_queued_urls),
+                "backlog full: %d URLs queued, this job adds %d, at most %d (max_queued_urls); %s"
+                % (store.backlog, len(urls), self.config.max_queued_urls, advice),
                 {"Retry-After": str(BACKLOG_RETRY_AFTER)},
                 max_queued_urls=self.config.max_queued_urls, queued_urls=store.backlog,
             )

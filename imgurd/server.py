@@ -50,6 +50,9 @@ async def serve(config) -> None:
     if config.dry_run:
         log.warning("dry run: nothing is uploaded to Imgur; each image that would be uploaded completes with "
                     "a dry-run:<sha256 prefix>.<ext> link")
+    if config.max_urls_per_job > config.max_queued_urls:
+        log.warning("max_urls_per_job (%d) is more than max_queued_urls (%d): a job of more than %d URLs is "
+                    "answered 503 for good", config.max_urls_per_job, config.max_queued_urls, config.max_queued_urls)
     sd_notify("READY=1\nSTATUS=listening on %s" % host_port(config.host, port))
 
     stop = asyncio.Event()

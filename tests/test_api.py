@@ -186,6 +186,10 @@ async def test_full_backlog_is_503_with_retry_after_and_nothing_partial(start_se
     assert headers["Retry-After"] == "5"
     assert list(api.service.store.jobs) == [first]
     assert api.service.store.backlog == 3
+    # a job that alone is more than max_queued_urls would never fit: the answer says so
+    code, body, _ = await api.call("POST", "/v1/images/upload", {"urls": ["http://127.0.0.1:9/y%d.jpg" % i
+                                                                           for i in range(6)]})
+    assert code == 503 and body["error"].endswith("(max_queued_urls); split it: it alone is more than that")
 
 
 @pytest.mark.gen_test

@@ -102,3 +102,11 @@ def test_first_try_without_an_imgur_account(servers):
     assert warnings[0].endswith(
         "ignoring environment variable IMGURD_MAX_CONCURENCY: no such setting; did you mean IMGURD_MAX_CONCURRENCY?")
     assert "accepted job=%s with 1 URL\n" % job_id in log
+
+
+def test_a_job_size_that_could_never_be_queued_is_warned_of_at_start():
+    daemon = Daemon("--dry-run", "--max-queued-urls", "10", "--max-urls-per-job", "50")
+    code, log = daemon.stop()
+    assert code == 0
+    assert ("WARNING imgurd: max_urls_per_job (50) is more than max_queued_urls (10): a job of more than 10 URLs "
+            "is answered 503 for good") in log
