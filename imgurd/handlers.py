@@ -54,6 +54,10 @@ class JsonHandler(web.RequestHandler):
         self.set_status(status)
         self.finish(dumps(document))
 
+    def head(self, *args: str) -> Any:
+        """RFC 9110: HEAD wherever GET, with the same status and headers; tornado sends no body."""
+        return self.get(*args)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         details = {}
@@ -76,8 +80,9 @@ class JsonHandler(web.RequestHandler):
     @classmethod
     def allowed_methods(cls) -> list:
         """The methods this resource answers: those its class implements."""
-        return [method for method in cls.SUPPORTED_METHODS
-                if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower())]
+        answered = [method for method in cls.SUPPORTED_METHODS
+                    if getattr(cls, method.lower()) is not getattr(web.RequestHandler, method.lower())]
+        return answered if "GET" in answered else [method for method in answered if method != "HEAD"]
 
 
 class ApiHandler(JsonHandler):
@@ -290,10 +295,6 @@ class ImagesHandler(ApiHandler):
 class HealthHandler(JsonHandler):
     def get(self) -> None:
         self.send_json({"status": "ok"})
-
-    def head(self) -> None:
-        self.set_status(200)
-        self.finish()
 
 
 class MetricsHandler(JsonHandler):

@@ -204,12 +204,12 @@ async def test_unknown_jobs_routes_and_methods_are_json(start_service):
         assert headers["Content-Type"] == "application/json; charset=UTF-8"
     code, body, headers = await api.call("DELETE", "/v1/images")
     assert (code, body) == (405, {"error": "method DELETE is not allowed on /v1/images"})
-    assert headers["Allow"] == "GET"  # RFC 9110: a 405 names the methods that are allowed
+    assert headers["Allow"] == "GET, HEAD"  # RFC 9110: a 405 names the methods that are allowed
     code, body, headers = await api.call("GET", "/v1/images/upload")
     assert (code, body) == (405, {"error": "method GET is not allowed on /v1/images/upload"})
     assert headers["Allow"] == "POST"
-    for method, path, allowed in (("PATCH", "/healthz", "GET, HEAD"), ("OPTIONS", "/v1/images/upload/x", "GET"),
-                                  ("PUT", "/metrics", "GET"), ("HEAD", "/v1/openapi.json", "GET")):
+    for method, path, allowed in (("PATCH", "/healthz", "GET, HEAD"), ("OPTIONS", "/v1/images/upload/x", "GET, HEAD"),
+                                  ("PUT", "/metrics", "GET, HEAD"), ("HEAD", "/v1/images/upload", "POST")):
         code, body, headers = await api.call(method, path, raw=b"{}" if method in ("PUT", "PATCH") else None)
         assert code == 405 and headers["Allow"] == allowed, (method, path)
 
@@ -293,6 +293,18 @@ async def test_long_listing_matches_the_links_across_cached_blocks(start_service
     for offset, limit in ((0, 2048), (1, 4096), (2047, 3), (2048, 2048), (4000, 2000), (100, 4800)):
         code, body, _ = await api.call("GET", "/v1/images?offset=%d&limit=%d" % (offset, limit))
         assert body == {"uploaded": links[offset:offset + limit], "total": 5000}, (offset, limit)
+    # HEAD (RFC 9110: wherever GET): the same headers, the written-out listing's length, and no body
+    import socket
+
+    from tornado.iostream import IOStream
+    length = len(json.dumps({"uploaded": links, "total": 5000}, separators=(",", ":")))
+    for path, expected in (("/v1/images", length), ("/healthz", len('{"status":"ok"}'))):
+        stream = IOStream(socket.create_connection(("127.0.0.1", api.port)))
+        await stream.write(b"HEAD %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+        answer = await stream.read_until_close()
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and rest == b"", answer[:200]
+        assert b"\r\nContent-Length: %d" % expected in head, head
 
 
 @pytest.mark.gen_test
