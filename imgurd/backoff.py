@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 BASE_DELAY = 0.5
 MAX_DELAY = 30.0
+LONGEST_WAIT = 366 * 86400.0  # a longer wait asked for is taken as this: past any budget's reset, a date reports show
 
 
 def delay(attempt: int, base: Optional[float] = None, cap: Optional[float] = None,
@@ -28,7 +29,7 @@ def retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[f
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(value)
+        return min(float(value), LONGEST_WAIT)  # 400 digits would be inf
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -36,4 +37,4 @@ def retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[f
     if when is None:
         return None
     current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return min(max(0.0, when.timestamp() - current), LONGEST_WAIT)

@@ -66,7 +66,7 @@ class _BodyStream:
     rewind (to resend after a redirect, say). One per attempt.
     """
 
-    __slots__ = ("parts", "part", "offset", "size")
+    __slots__ = ("parts", "part", "offset", "size", "read_from")
 
     def __init__(self, head: bytes, data: "bytes | bytearray | memoryview", tail: bytes) -> None:
         self.parts: Tuple["bytes | memoryview", ...] = (
@@ -74,8 +74,10 @@ class _BodyStream:
         self.size = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in self.parts)
         self.part = 0
         self.offset = 0
+        self.read_from = False  # curl asked for the body: it was connected and sending
 
     def read(self, size: int) -> bytes:
+        self.read_from = True
         pieces = []
         while size > 0 and self.part < 3:
             part = self.parts[self.part]
@@ -194,7 +196,8 @@ class ImgurClient:
             )
             response, error = await fetch(self.http, request)
         finally:
-            self.gate.release(response.headers if response is not None else None)
+            # no answer and no byte of the body asked for: it never left, Imgur cannot have counted it
+            self.gate.release(response.headers if response is not None else None, sent=body.read_from)
             body.release()
         if response is None:
             raise curl_failure(error, self.url, self.limits, "upload")

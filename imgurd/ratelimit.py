@@ -19,6 +19,7 @@ from typing import Callable, Dict, Mapping, Optional
 from tornado import gen, locks
 from tornado.httputil import HTTPHeaders
 
+from .backoff import LONGEST_WAIT
 from .errors import TransferError
 
 CLIENT_DAY = 86400.0  # a spent daily client budget whose answer carried no reset time
@@ -28,7 +29,7 @@ RESET_MARGIN = 1.0  # resets come in whole seconds: wait this much beyond one, n
 FIRST_PAUSE = 60.0  # a 429 that says nothing of its wait pauses uploads this long ...
 LONGEST_PAUSE = 3600.0  # ... doubling for each such 429 in a row, up to this
 SLEEP_SLICE = 60.0  # waits are slept in slices, so a refill learned meanwhile is not missed for long
-LONGEST_TOLD = 366 * 86400.0  # a longer wait told is taken as this: past any budget's reset, a date reports can show
+LONGEST_TOLD = LONGEST_WAIT  # a longer wait told (a reset, words) is taken as this
 
 _WAIT_IN_WORDS = re.compile(r"wait\s+(\d+(?:\.\d+)?)\s*(?:more\s+)?(second|sec|minute|min|hour|hr)",
                             re.IGNORECASE)
@@ -42,7 +43,7 @@ def wait_in_words(message: Optional[str]) -> Optional[float]:
     match = _WAIT_IN_WORDS.search(message)
     if match is None:
         return None
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()[:3]]
+    return min(float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()[:3]], LONGEST_TOLD)
 
 
 def reset_time(value: float, now: float) -> float:
@@ -121,9 +122,8 @@ class RateGate:
 
     # --- what Imgur tells
 
-    def observe(self, headers: Mapping[str, str], pending: int = 0) -> bool:
-        """Take the budgets Imgur reports (any subset of its headers may be present, in any case);
-        whether there were any.
+    def observe(self, headers: Mapping[str, str], pending: int = 0) -> None:
+        """Take the budgets Imgur reports (any subset of its headers may be present, in any case).
 
         ``pending`` uploads are still in flight; Imgur may not have counted them yet, so they are
         taken off what it reports: better to wait once too often than to send into a spent budget.
@@ -131,14 +131,10 @@ class RateGate:
         now = self.clock()
         if not isinstance(headers, HTTPHeaders):  # tornado's answers' headers match names in any case already
             headers = {str(name).lower(): value for name, value in headers.items()}
-        told = False
         for name, limit, remaining, reset in _BUDGET_HEADERS:
-            numbers = (_number(headers, limit), _number(headers, remaining), _number(headers, reset))
-            if numbers != (None, None, None):
-                told = True
-                self._seed(name, *numbers, pending, now)
+            self._seed(name, _number(headers, limit), _number(headers, remaining), _number(headers, reset),
+                       pending, now)
         self._recheck()
-        return told
 
     def seed(self, name: str, limit: Optional[float], remaining: Optional[float], reset: Optional[float],
              pending: int = 0, now: Optional[float] = None) -> None:
@@ -164,15 +160,18 @@ class RateGate:
                 return
         self._clear = True
 
-    def release(self, headers: Optional[Mapping[str, str]] = None) -> None:
+    def release(self, headers: Optional[Mapping[str, str]] = None, sent: bool = True) -> None:
         """An upload let through by ``acquire()`` has ended, with Imgur's answer headers if it got one.
 
-        Without an answer, or with one that tells no budget (an HTML error page from a layer in front
-        of Imgur's API), Imgur most likely did not count the upload: what ``acquire()`` took off is
-        given back, or a short outage would leave the budgets looking spent for up to their reset.
+        One that was never ``sent`` (Imgur unreachable: curl never asked for the body) gives back what
+        ``acquire()`` took off, or a short outage would leave the budgets looking spent until their
+        reset. One that was sent and got no answer (a timeout) may have been counted: it stays taken
+        off, since a spent daily budget five times in a month blocks the application.
         """
         self.in_flight -= 1
-        if headers is None or not self.observe(headers, self.in_flight):
+        if headers is not None:
+            self.observe(headers, self.in_flight)
+        elif not sent:
             for budget in self.budgets.values():
                 if budget.remaining is not None:
                     budget.remaining = min(budget.remaining + budget.cost,

@@ -268,9 +268,11 @@ def read_file(path: str) -> Dict[str, str]:
 
 
 def read_env(environ: Mapping[str, str]) -> Dict[str, str]:
-    """The settings given by ``IMGURD_<KEY>`` variables; an empty one counts as not set (``IMGURD_X=``
-    is how an env file or a container template leaves a key out)."""
-    return {s.name: environ[s.env] for s in SETTINGS if environ.get(s.env, "").strip()}
+    """The settings given by ``IMGURD_<KEY>`` variables. An empty one counts as not set (``IMGURD_X=``
+    is how an env file or a container template leaves a key out), except a secret's: an empty
+    ``IMGURD_API_TOKEN`` from a variable that was meant to hold the token must not open the API."""
+    return {s.name: environ[s.env] for s in SETTINGS
+            if s.env in environ and (s.secret or environ[s.env].strip())}
 
 
 def unknown_env(environ: Mapping[str, str]) -> List[str]:

@@ -398,13 +398,14 @@ class StateKeeper:
 
     def _follow_link(self) -> None:
         """A state_file that is a symbolic link (to a volume, say) is read and written where it points,
-        the link kept; one that points nowhere (that volume not mounted yet) stops start-up rather
-        than starting empty and saving in its place."""
+        the link kept (a first start creates the file there); one into a directory that does not
+        exist (that volume not mounted) stops start-up rather than saving in the link's place."""
         if not os.path.islink(self.path):
             return
         target = os.path.realpath(self.path)
-        if not os.path.exists(target):
-            raise StateError("state_file %s is a symbolic link to %s, which does not exist" % (self.path, target))
+        if not os.path.isdir(os.path.dirname(target)):
+            raise StateError("state_file %s is a symbolic link to %s, whose directory does not exist"
+                             % (self.path, target))
         log.info("state_file %s is a symbolic link: using %s", self.path, target)
         self.path = target
 

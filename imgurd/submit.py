@@ -60,6 +60,7 @@ class Forgotten(Exception):
 
 
 FINAL = ("complete", "failed")
+UNCHECKED = "\0"  # the key of an earlier row whose URL the server would now refuse
 
 
 class Unique:
@@ -142,7 +143,9 @@ def collect(arguments: Sequence[str], files: Sequence[str],
     for number, (url, where) in enumerate([(url.strip(), where) for url, where in earlier] + given):
         key = normalise(url)
         if key is None:
-            raise UsageProblem("%s is not an http(s) URL: %s" % (where, display(url)))
+            if number >= len(earlier):
+                raise UsageProblem("%s is not an http(s) URL: %s" % (where, display(url)))
+            key = UNCHECKED + url  # a row an older version wrote: kept, never submitted (see run)
         if number < len(earlier):
             in_earlier.add(key)
         elif key in in_earlier:  # given again: its row is there already, from the earlier file
@@ -479,8 +482,9 @@ class OutputFile:
         self.last = text
 
 
-def read_earlier(path: str, fmt: str) -> Optional[List[Tuple[str, str, str]]]:
-    """``--resume``: (url, status, link) of every row of an earlier ``--output`` file; None if there is none."""
+def read_earlier(path: str, fmt: str) -> Optional[List[Tuple[str, str, str, str]]]:
+    """``--resume``: (url, status, link, error) of every row of an earlier ``--output`` file; None if there
+    is none."""
     if fmt == "links":
         raise UsageProblem("--resume needs --format csv or json: a links file does not say which URL became "
                            "which link")
@@ -492,7 +496,7 @@ def read_earlier(path: str, fmt: str) -> Optional[List[Tuple[str, str, str]]]:
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
         raise UsageProblem("--resume cannot read --output %s: %s" % (path, reason)) from None
-    found: List[Tuple[str, str, str]] = []
+    found: List[Tuple[str, str, str, str]] = []
     if fmt == "csv":
         table = list(csv.reader(io.StringIO(text)))
         if not table or tuple(table[0]) != CSV_HEADER:
@@ -501,7 +505,7 @@ def read_earlier(path: str, fmt: str) -> Optional[List[Tuple[str, str, str]]]:
         for number, row in enumerate(table[1:], 2):
             if len(row) != len(CSV_HEADER):
                 raise UsageProblem("--resume: %s line %d does not have 4 fields" % (path, number))
-            found.append((row[0], row[1], row[2]))
+            found.append((row[0], row[1], row[2], row[3]))
         return found
     try:
         entries = json.loads(text)
@@ -511,8 +515,9 @@ def read_earlier(path: str, fmt: str) -> Optional[List[Tuple[str, str, str]]]:
                                                 for e in entries):
         raise UsageProblem("--resume: %s is not a JSON list of results written by %s" % (path, PROG))
     for entry in entries:
-        link = entry.get("link")
-        found.append((entry["url"], str(entry.get("status")), link if isinstance(link, str) else ""))
+        link, error = entry.get("link"), entry.get("error")
+        found.append((entry["url"], str(entry.get("status")), link if isinstance(link, str) else "",
+                      error if isinstance(error, str) else ""))
     return found
 
 
@@ -548,6 +553,28 @@ def _stderr_is_terminal() -> bool:
         return sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _seed_earlier(uniques: List[Unique], earlier: Sequence[Tuple[str, str, str, str]]) -> List[Unique]:
+    """What a ``--resume`` file knew, shown until new results come; the URLs to submit again.
+
+    A complete row keeps its link and is not submitted. A failed one keeps its reason while it is
+    tried again (its new result replaces it). A row whose URL the server would now refuse (written by
+    an older version) stays as it was, or failed if it was not, and is not submitted.
+    """
+    known = {}
+    for url, status, link, error in earlier:
+        key = normalise(url) or UNCHECKED + url.strip()
+        if status == "complete" and link:
+            known[key] = {"url": url, "status": "complete", "link": link, "error": None}
+        elif status == "failed" and key not in known:
+            known[key] = {"url": url, "status": "failed", "link": None, "error": error or None}
+    for unique in uniques:
+        unique.image = known.get(unique.key)
+        if unique.key.startswith(UNCHECKED) and unique.status != "complete":
+            unique.image = {"url": unique.url, "status": "failed", "link": None,
+                            "error": (unique.image or {}).get("error") or "not an http(s) URL (not submitted)"}
+    return [unique for unique in uniques if unique.status != "complete" and not unique.key.startswith(UNCHECKED)]
 
 
 def _deliver(rows: List[Row], fmt: str, sink: Optional[OutputFile]) -> bool:
@@ -631,14 +658,9 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
         earlier = read_earlier(output, fmt) if resume and output else None
         if earlier is None and resume and not (urls or files):
             raise UsageProblem("--resume: %s does not exist yet and no URLs are given" % output)
-        rows, uniques = collect(urls, files, [(url, "%s row %d" % (output, n)) for n, (url, _, _)
+        rows, uniques = collect(urls, files, [(url, "%s row %d" % (output, n)) for n, (url, *_)
                                               in enumerate(earlier or (), 1)])
-        complete = {normalise(url): link for url, status, link in earlier or () if status == "complete" and link}
-        for unique in uniques:
-            link = complete.get(unique.key)
-            if link:  # learned by an earlier run: not submitted again
-                unique.image = {"url": unique.url, "status": "complete", "link": link, "error": None}
-        uniques = [unique for unique in uniques if unique.status != "complete"]
+        uniques = _seed_earlier(uniques, earlier or ())
     sink = OutputFile(output, fmt) if output else None
     deadline = started + timeout if timeout is not None else None
     submitter = Submitter(api, batch, deadline, on_poll=(lambda: sink.write(rows)) if sink else None)

@@ -56,7 +56,8 @@ def _parse(value: str) -> Optional[str]:
     if scheme not in DEFAULT_PORTS or not host or port == 0:
         return None
     if not host.isascii():
-        if ascii_host(host) is None:  # an internationalised host must be a valid IDN
+        ascii_form = ascii_host(host)  # an internationalised host must be a valid IDN ...
+        if ascii_form is None or not host_ok(ascii_form):  # ... of a possible name: not "２５６.1.1.1"
             return None
     elif ":" not in host and not host_ok(host):  # IPv6 literals: checked by urllib already
         return None
@@ -70,9 +71,9 @@ def _parse(value: str) -> Optional[str]:
 
 
 # an ASCII host name: labels of letters, digits, "-" and "_" (seen in real names), an optional final dot
-_HOST_NAME = re.compile(r"(?=.{1,254}\Z)(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}\.?\Z", re.ASCII)
+_HOST_NAME = re.compile(r"(?:[a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}\.?\Z", re.ASCII)
 # a name whose last label is a number is an IPv4 address or nothing (WHATWG URL; curl reads the same forms)
-_ENDS_IN_NUMBER = re.compile(r"(?:\A|\.)(?:[0-9]+|0x[0-9a-f]*)\.?\Z", re.ASCII)
+_NUMBER = re.compile(r"(?:[0-9]+|0x[0-9a-f]*)\Z", re.ASCII)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(r"(?:%s\.){3}%s\Z" % (_OCTET, _OCTET), re.ASCII)  # the usual form, read at once
 
@@ -83,9 +84,13 @@ def host_ok(host: str) -> bool:
     is refused at the POST rather than failing later, after retries, as an unresolvable host."""
     if _DOTTED_QUAD.match(host) is not None:
         return True
-    if _HOST_NAME.match(host) is None:
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or _HOST_NAME.match(host) is None:
         return False
-    return _ENDS_IN_NUMBER.search(host) is None or ipv4_number(host) is not None
+    last = name[name.rfind(".") + 1:]
+    if not last[:1].isdigit():  # (both forms of a number start with a digit): a name, the common case
+        return True
+    return _NUMBER.match(last) is None or ipv4_number(host) is not None
 
 
 def ipv4_number(host: str) -> Optional[int]:
@@ -96,6 +101,8 @@ def ipv4_number(host: str) -> Optional[int]:
         return None
     numbers = []
     for part in parts:
+        if _NUMBER.match(part.lower()) is None:  # not int()'s own forms: "1_0", " 1", "+1"
+            return None
         try:
             if part[:2] in ("0x", "0X"):
                 numbers.append(int(part[2:] or "0", 16))
@@ -103,7 +110,7 @@ def ipv4_number(host: str) -> Optional[int]:
                 numbers.append(int(part, 8))
             else:
                 numbers.append(int(part, 10))
-        except ValueError:
+        except ValueError:  # 08, 09: not octal
             return None
     if any(number > 255 for number in numbers[:-1]) or numbers[-1] >= 256 ** (5 - len(numbers)):
         return None

@@ -100,29 +100,42 @@ def test_an_absurd_wait_is_taken_as_a_year_and_the_job_report_can_show_it(told):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("answer", [None, {"Content-Type": "text/html"}])
-async def test_an_upload_without_an_answer_from_imgurs_api_gives_its_credits_back(answer):
-    """No answer (Imgur unreachable) or one that tells no budget (an HTML page from a layer in front
-    of the API): Imgur most likely did not count the upload, and a short outage must not leave the
-    budgets looking spent until their reset."""
+async def test_an_upload_that_never_left_gives_its_credits_back_and_one_without_an_answer_does_not():
+    """Imgur unreachable (curl never asked for the body): not counted, and a short outage must not leave
+    the budgets looking spent until their reset. Sent and unanswered (a timeout): maybe counted, so it
+    stays taken off (five spent daily budgets in a month block the application)."""
     gate = RateGate(max_wait=86400)
-    gate.observe({"X-RateLimit-UserLimit": "60", "X-RateLimit-UserRemaining": "20",
+    gate.observe({"X-RateLimit-UserLimit": "100", "X-RateLimit-UserRemaining": "100",
                   "X-Post-Rate-Limit-Limit": "5", "X-Post-Rate-Limit-Remaining": "2"})
     for _ in range(5):
         await gate.acquire()
-        gate.release(answer)
-    assert gate.remaining()["user"] == 20 and gate.remaining()["post"] == 2 and gate.waiting() is None
+        gate.release(None, sent=False)
+    assert gate.remaining()["user"] == 100 and gate.remaining()["post"] == 2 and gate.waiting() is None
     await gate.acquire()
-    gate.release({"X-RateLimit-UserRemaining": "10", "X-Post-Rate-Limit-Remaining": "1"})  # an answer: believed
-    assert gate.remaining()["user"] == 10 and gate.remaining()["post"] == 1
+    gate.release(None)  # sent, no answer
+    assert gate.remaining()["user"] == 90 and gate.remaining()["post"] == 1
     await gate.acquire()
-    assert gate.remaining()["post"] == 0  # taken while in flight ...
-    gate.release(None)
-    assert gate.remaining()["post"] == 1  # ... and given back, never beyond the limit
+    gate.release({"Content-Type": "text/html"})  # an answer without budget headers: as sent
+    assert gate.remaining()["post"] == 0
     gate.observe({"X-Post-Rate-Limit-Remaining": "5"})
     await gate.acquire()
-    gate.release(None)
-    assert gate.remaining()["post"] == 5
+    gate.release(None, sent=False)
+    assert gate.remaining()["post"] == 5 and gate.remaining()["user"] == 80  # never beyond what Imgur last said
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_unreachable_imgur_does_not_spend_imgurds_budget_estimate(start_service, origin, imgur):
+    imgur.budget(user_credits=60, window=3600)  # 6 uploads this hour
+    api = start_service(max_concurrency=1, max_attempts=5)
+    assert (await run_one(api, origin.add("/a.jpg", jpeg_of_size(500, 1))))["status"] == "complete"
+    real_url = api.service.imgur.url
+    api.service.imgur.url = "http://127.0.0.1:%d/3/image" % closed_port()  # nothing listens: nothing is sent
+    image = await run_one(api, origin.add("/b.jpg", jpeg_of_size(500, 2)))
+    assert image["status"] == "failed" and "connect" in image["error"], image
+    api.service.imgur.url = real_url
+    assert api.service.gate.remaining()["user"] == 50  # as Imgur's last answer said: 5 uploads left
+    image = await run_one(api, origin.add("/c.jpg", jpeg_of_size(500, 3)))
+    assert image["status"] == "complete"
 
 
 def test_gate_without_headers_learns_from_a_quiet_429_and_backs_off():
@@ -173,6 +186,14 @@ def test_finished_job_is_gone_at_job_ttl_before_the_sweep():
 
 
 # --- through the running service
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound, then closed)."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -280,6 +301,20 @@ async def test_429_asking_beyond_max_rate_limit_wait_fails_with_imgurs_words(sta
     assert image["error"] == ("Imgur answered 429: You are uploading too fast. Please wait 37 more minutes.; "
                               "Imgur asked to retry after 2220 s, beyond max_rate_limit_wait (60 s)")
     assert imgur.requests == 1
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("headers, message", [
+    ({"Retry-After": "9" * 400}, "Too Many Requests"),  # inf as a float
+    ({}, "Please wait %s more hours." % ("9" * 40)),  # beyond any date (Imgur's words are cut at 300 characters)
+])
+async def test_429_asking_an_absurd_wait_fails_the_url_with_its_reason(start_service, origin, imgur, headers, message):
+    api = start_service()
+    imgur.fail_next(429, message, headers)
+    image = await run_one(api, origin.add("/a.jpg", JPEG))
+    assert image["error"].endswith("Imgur asked to retry after 31622400 s, beyond max_rate_limit_wait (86400 s)")
+    code, _, _ = await api.call("GET", "/v1/images")  # and the service answers on
+    assert code == 200
 
 
 @pytest.mark.gen_test(timeout=30)

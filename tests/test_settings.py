@@ -39,10 +39,12 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path):
 def test_an_empty_environment_variable_counts_as_not_set(tmp_path):
     """IMGURD_X= is how env files and container templates leave a key out; a config file's value still counts."""
     path = write(tmp_path, "[imgurd]\nclient_id = from-file\nstate_interval = 7\n")
-    config = resolve({}, {"IMGURD_CLIENT_ID": "", "IMGURD_STATE_FILE": " ", "IMGURD_API_TOKEN": "",
-                          "IMGURD_STATE_INTERVAL": ""}, path)
-    assert config.client_id == "from-file" and config.state_file is None and config.api_token is None
-    assert config.state_interval == 7
+    config = resolve({}, {"IMGURD_CLIENT_ID": "", "IMGURD_STATE_FILE": " ", "IMGURD_STATE_INTERVAL": ""}, path)
+    assert config.client_id == "from-file" and config.state_file is None and config.state_interval == 7
+    # but not a secret's: IMGURD_API_TOKEN=${TOKEN} with TOKEN unset must not leave the API open
+    with pytest.raises(ConfigError, match=r"^invalid value for api_token \(from environment variable "
+                                          r"IMGURD_API_TOKEN\): it is empty$"):
+        resolve({}, {"IMGURD_API_TOKEN": ""}, path)
 
 
 def test_boolean_spellings(tmp_path):

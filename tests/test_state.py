@@ -195,17 +195,18 @@ def test_missing_file_is_a_first_start(tmp_path):
 
 
 def test_a_symbolic_link_is_followed_and_kept_and_one_to_nowhere_stops_start_up(tmp_path):
-    """A state_file linked to a volume is saved there, the link kept; a link to nowhere (that volume not
-    mounted yet) must not start empty and then save in the link's place."""
+    """A state_file linked to a volume is read and saved there, the link kept; a link into a directory that
+    is not there (that volume not mounted) must not start empty and then save in the link's place."""
     volume = tmp_path / "volume"
-    volume.mkdir()
     link = tmp_path / "state.gz"
-    link.symlink_to(volume / "state.gz")
-    with pytest.raises(StateError, match="is a symbolic link to .*volume/state.gz, which does not exist"):
-        StateKeeper(defaults(state_file=str(link), client_id="x"), JobStore(3600, 100), {}).load()
+    link.symlink_to("volume/state.gz")  # relative, as links usually are
+    config = defaults(state_file=str(link), client_id="x")
+    with pytest.raises(StateError, match="is a symbolic link to .*volume/state.gz, whose directory does not exist"):
+        StateKeeper(config, JobStore(3600, 100), {}).load()
+    volume.mkdir()
     store, _, _, digests = sample_store()
     save(store, digests, volume / "state.gz")
-    keeper = StateKeeper(defaults(state_file=str(link), client_id="x"), JobStore(3600, 100), {})
+    keeper = StateKeeper(config, JobStore(3600, 100), {})
     keeper.load()
     assert len(keeper.store.jobs) == 2
 
@@ -215,6 +216,15 @@ def test_a_symbolic_link_is_followed_and_kept_and_one_to_nowhere_stops_start_up(
         await keeper.stop()
     asyncio.run(saved())
     assert link.is_symlink() and len(read_file(str(volume / "state.gz")).jobs) == 3
+    assert (volume / "state.gz.lock").exists() and not (tmp_path / "state.gz.lock").exists()
+
+
+def test_a_symbolic_link_to_a_file_not_made_yet_is_a_first_start(tmp_path):
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "state.gz").symlink_to(tmp_path / "volume" / "state.gz")
+    keeper = StateKeeper(defaults(state_file=str(tmp_path / "state.gz"), client_id="x"), JobStore(3600, 100), {})
+    keeper.load()
+    assert keeper.path == str(tmp_path / "volume" / "state.gz") and not keeper.store.jobs
 
 
 def test_a_second_process_cannot_use_the_same_file(tmp_path):

@@ -618,3 +618,35 @@ def test_resume_leaves_the_file_as_it_was_until_results_come(tmp_path):
     from imgurd.submit import OutputFile, SubmitError
     with pytest.raises(SubmitError, match="cannot write --output"):
         OutputFile(str(tmp_path / "gone" / "r.csv"), "csv").check()
+
+
+def test_resume_keeps_failures_and_their_reasons_until_new_results_and_old_rows_it_would_refuse(tmp_path):
+    output = tmp_path / "r.csv"
+    output.write_text("url,status,link,error\n"
+                      "http://127.0.0.1:9/a.jpg,complete,https://i.imgur.com/a.jpg,\n"
+                      "http://127.0.0.1:9/b.jpg,failed,,origin answered HTTP 404\n"
+                      "http://a_b..c/x.jpg,failed,,could not resolve host\n"  # an older version took it
+                      "http://127.0.0.1:9/c.jpg,pending,,\n", encoding="utf-8")
+    server, base = stand_in(posts_script=[503] * 50)  # busy for the whole run: nothing is accepted
+    try:
+        result = run_submit("--output", str(output), "--resume", "--timeout", "2", server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 3, result.stderr
+    with open(output, encoding="utf-8", newline="") as handle:
+        assert list(csv.reader(handle))[1:] == [
+            ["http://127.0.0.1:9/a.jpg", "complete", "https://i.imgur.com/a.jpg", ""],
+            ["http://127.0.0.1:9/b.jpg", "failed", "", "origin answered HTTP 404"],
+            ["http://a_b..c/x.jpg", "failed", "", "could not resolve host"],
+            ["http://127.0.0.1:9/c.jpg", "pending", "", ""]]
+    server, base = stand_in(polls=[(200, ("complete", "complete"))])
+    try:
+        result = run_submit("--output", str(output), "--resume", server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert server.jobs == [["http://127.0.0.1:9/b.jpg", "http://127.0.0.1:9/c.jpg"]]  # not a, not the old row
+    assert result.returncode == 1, result.stderr  # the old row is still failed
+    with open(output, encoding="utf-8", newline="") as handle:
+        assert [row[1] for row in list(csv.reader(handle))[1:]] == ["complete", "complete", "failed", "complete"]

@@ -34,7 +34,9 @@ def test_normalise(given, expected):
                                  "http://<script>/", 'http://a"b/', "http://%41.com/", "http://a..b.com/",
                                  "http://.a.com/", "http://" + "a" * 64 + ".com/", "http://256.1.1.1/",
                                  "http://1.2.3.4.5/", "http://example.123/", "http://4294967296/",
-                                 "http://09.1.1.1/", "http://x.com:0/", "https://a_b:0/x"])
+                                 "http://09.1.1.1/", "http://x.com:0/", "https://a_b:0/x", "http://1_0.1.1.1/",
+                                 "http://" + ("a" * 62 + ".") * 4 + "ab/",  # 254 characters: DNS takes 253
+                                 "http://\uff12\uff15\uff16.1.1.1/", "http://\u00e9.123/"])  # checked as IDNA
 def test_normalise_rejects(bad):
     assert normalise(bad) is None
 
@@ -44,6 +46,7 @@ def test_normalise_rejects(bad):
     ("2130706433", "127.0.0.1"), ("127.0.0.1.", "127.0.0.1"), ("0", "0.0.0.0"), ("0x", "0.0.0.0"),
     ("1.0x10.3", "1.16.0.3"), ("4294967295", "255.255.255.255"),
     ("256.1.1.1", None), ("1.2.3.4.5", None), ("4294967296", None), ("1.2.65536", None), ("08.1.1.1", None),
+    ("1_0.1.1.1", None),
 ])
 def test_ipv4_number_reads_the_forms_browsers_and_curl_read(host, address):
     import ipaddress
@@ -55,7 +58,8 @@ def test_ipv4_number_reads_the_forms_browsers_and_curl_read(host, address):
 
 
 @pytest.mark.parametrize("host", ["localhost", "example.com", "example.com.", "a_b.example.com", "-x.com",
-                                  "123.example", "xn--fa-hia.de", "a" * 63 + ".com"])
+                                  "123.example", "xn--fa-hia.de", "a" * 63 + ".com", ("a" * 62 + ".") * 4 + "a",
+                                  ("a" * 62 + ".") * 4 + "a."])
 def test_host_ok_takes_names_that_could_resolve(host):
     from imgurd.urls import host_ok
     assert host_ok(host)
