@@ -73,6 +73,15 @@ class _Body:
             self.hash.update(chunk)
         return None  # None means "all of it" to pycurl
 
+    def progress(self, download_total: int, downloaded: int, upload_total: int, uploaded: int) -> int:
+        """curl's XFERINFOFUNCTION: counts what curl reads and throws away too, the body of a redirect
+        (to keep its connection), which never reaches ``write`` nor MAXFILESIZE: an endless one must
+        not be read for the whole request_timeout."""
+        if downloaded > self.cap:
+            self.too_large = True
+            return 1  # curl aborts with CURLE_ABORTED_BY_CALLBACK
+        return 0
+
     def data(self) -> "bytes | bytearray":
         if self.buffer is not None:
             return self.buffer
@@ -144,6 +153,8 @@ class Downloader:
             curl.setopt(pycurl.WRITEFUNCTION, body.write)
             curl.setopt(pycurl.BUFFERSIZE, RECEIVE_BUFFER)
             curl.setopt(pycurl.MAXFILESIZE_LARGE, limits.max_bytes)
+            curl.setopt(pycurl.NOPROGRESS, 0)
+            curl.setopt(pycurl.XFERINFOFUNCTION, body.progress)
             curl.setopt(pycurl.LOW_SPEED_LIMIT, limits.stall_speed)
             curl.setopt(pycurl.LOW_SPEED_TIME, max(1, round(limits.stall_time)))
             if guard is not None:

@@ -469,6 +469,15 @@ class _OriginHandler(web.RequestHandler):
             self.redirect("/redirect/%d%s" % (hops - 1, rest) if hops > 1 else rest)
         elif parts[0] == "redirect-to":  # /redirect-to?url=...
             self.redirect(self.get_query_argument("url"))
+        elif parts[0] == "redirect-endless":  # /redirect-endless?url=...: a 302 whose body has no end
+            self.set_status(302)
+            self.set_header("Location", self.get_query_argument("url"))
+            try:
+                for _ in range(100000):
+                    self.write(b"\0" * 65536)
+                    await self.flush()
+            except Exception:  # the client hung up, as it should
+                return
         elif parts[0] == "huge":  # a Content-Length beyond any cap, then a little data
             self.set_header("Content-Type", "image/jpeg")
             self.set_header("Content-Length", str(10 ** 12))

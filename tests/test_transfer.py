@@ -41,6 +41,19 @@ async def test_endless_body_is_cut_at_the_cap(start_service, origin, imgur):
     assert not imgur.uploads
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_endless_body_of_a_redirect_is_cut_at_the_cap_too(start_service, origin, imgur):
+    """curl reads a redirect's body and throws it away (to keep the connection), past WRITEFUNCTION and
+    MAXFILESIZE: an endless one was read for the whole request_timeout, gigabytes on loopback."""
+    import urllib.parse
+    api = start_service(max_image_bytes=100_000, request_timeout=20.0, max_attempts=1)
+    target = origin.add("/after.jpg", JPEG)
+    started = time.monotonic()
+    image = await run_one(api, origin.url("/redirect-endless?url=" + urllib.parse.quote(target, safe="")))
+    assert image["error"] == "download exceeded 100000 bytes"
+    assert time.monotonic() - started < 5 and not imgur.uploads
+
+
 @pytest.mark.gen_test
 async def test_image_exactly_at_the_cap_passes(start_service, origin, imgur):
     api = start_service(max_image_bytes=10_000)
