@@ -8,6 +8,7 @@ AVIF and HEIC with "File type invalid (1)" as Imgur does.
 import io
 import struct
 import threading
+import time
 
 import pillow_heif
 import pytest
@@ -272,9 +273,25 @@ async def test_pixel_limit_counts_every_frame(start_service, origin, imgur):
     api = start_service(max_image_pixels=96 * 64 * 3)
     images = await run(api, [origin.add("/four.webp", animation("WEBP")),
                              origin.add("/one.webp", encode(photo(), "WEBP"))])
-    assert images[0]["error"] == "could not convert image/webp: 96x64 pixels x 4 frames, over max_image_pixels (18432)"
+    assert images[0]["error"] == ("could not convert image/webp: 96x64 pixels x 4 frames, over max_image_pixels "
+                                  "(18432) (a frame counts at least 65536)")
     assert images[1]["status"] == "complete", images
     assert imgur.requests == 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_animation_of_many_tiny_frames_is_refused_before_decoding(start_service, origin, imgur):
+    """1x1 frames are next to nothing by pixels, but each costs its decoding and encoding: 100,000 of them
+    (a 5 MB WebP) took 85 s of CPU and 680 MB. Each frame counts at least 256 x 256 pixels."""
+    tiny = [Image.new("RGB", (1, 1), (255 * (i % 2), 0, 0)) for i in range(1000)]
+    data = encode(tiny[0], "WEBP", save_all=True, append_images=tiny[1:], duration=10, lossless=True)
+    assert len(data) < 100_000
+    api = start_service()  # max_image_pixels 50000000: 1000 x 65536 is over it
+    started = time.monotonic()
+    images = await run(api, [origin.add("/tiny.webp", data)])
+    assert images[0]["error"] == ("could not convert image/webp: 1x1 pixels x 1000 frames, over max_image_pixels "
+                                  "(50000000) (a frame counts at least 65536)")
+    assert time.monotonic() - started < 5 and imgur.requests == 0
 
 
 @pytest.mark.gen_test(timeout=60)

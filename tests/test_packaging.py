@@ -317,7 +317,9 @@ def test_unit_hardening(unit, key):
 
 
 def test_unit_restricts_address_families_and_system_calls(unit):
-    assert set(only(unit, "Service", "RestrictAddressFamilies").split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    # AF_NETLINK: the guard reads this host's own addresses over netlink (local_addresses.py)
+    assert set(only(unit, "Service", "RestrictAddressFamilies").split()) == {"AF_INET", "AF_INET6", "AF_UNIX",
+                                                                              "AF_NETLINK"}
     filters = unit["Service"]["SystemCallFilter"]
     assert filters[0] == "@system-service"
     assert all(f == "@system-service" or f.startswith("~") for f in filters), filters
