@@ -42,6 +42,10 @@ RUN pip install --no-cache-dir --only-binary=:all: /tmp/imgurd-src \
 USER 10001:10001
 
 EXPOSE 8080
+# Every interface of the container, set as a variable rather than a flag, so that `-e IMGURD_HOST=::`
+# (or a --host flag) can still choose another. A config file's host does not beat it: the
+# environment wins over the file.
+ENV IMGURD_HOST=0.0.0.0
 
 # The place for the state file, owned by the service user (a new named volume takes that over).
 # Nothing is written there unless IMGURD_STATE_FILE is set: uncomment both lines to make it the
@@ -50,13 +54,13 @@ EXPOSE 8080
 # ENV IMGURD_STATE_FILE=/var/lib/imgurd/state.jsonl.gz
 
 # No curl in the image: the standard library does the check. Proxies are bypassed
-# on purpose; the port follows IMGURD_PORT when that is set.
+# on purpose; the port follows IMGURD_PORT when that is set (an empty one is not set, as for imgurd).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % os.environ.get('IMGURD_PORT', '8080'), timeout=4).read()"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % (os.environ.get('IMGURD_PORT') or '').strip() or '8080', timeout=4).read()"]
 
 # imgurd drains transfers in flight for up to shutdown_timeout (30 s) on SIGTERM, then writes
 # its state file if it has one: give it that long with `docker stop -t 40` / `--stop-timeout 40`.
 STOPSIGNAL SIGTERM
 
-ENTRYPOINT ["imgurd", "--host", "0.0.0.0"]
+ENTRYPOINT ["imgurd"]
 CMD []

@@ -60,6 +60,10 @@ async def serve(config) -> None:
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
+    # SIGHUP, which would end the process at once (no drain, no state saved), is what operators send
+    # for a reload: there is none, so it is only logged
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: imgurd has no reload; restart it to "
+                            "apply a new configuration (SIGTERM stops it cleanly)")
     await stop.wait()
     for signum in signals:  # a second signal during the drain ends the drain at once
         loop.add_signal_handler(signum, _hurry, service)

@@ -167,3 +167,15 @@ def test_signal_drains_reports_abandoned_and_notifies_systemd(servers, tmp_path,
     assert "abandoned job=%s url=%s" % (job_id, hanging) in log
     assert "abandoned job=%s url=%s" % (job_id, queued) in log
     assert "Traceback" not in log
+
+
+def test_sighup_is_logged_and_ignored_not_an_abrupt_end():
+    """SIGHUP (what operators send for a reload) would end the process at once: no drain, no state saved."""
+    daemon = Daemon("--dry-run")
+    daemon.process.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert daemon.process.poll() is None and json.loads(curl(daemon.base + "/healthz")) == {"status": "ok"}
+    code, log = daemon.stop()
+    assert code == 0, log
+    assert "WARNING imgurd: SIGHUP ignored: imgurd has no reload; restart it to apply a new configuration" in log
+    assert log.rstrip().endswith("stopped")

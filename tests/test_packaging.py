@@ -157,12 +157,13 @@ def test_docker_exposes_8080_and_stops_with_sigterm():
     assert dockerfile("STOPSIGNAL") == ["SIGTERM"]
 
 
-def test_docker_command_listens_on_all_interfaces():
+def test_docker_command_listens_on_all_interfaces_unless_told_otherwise():
     entrypoint = exec_form(dockerfile("ENTRYPOINT")[-1]) if dockerfile("ENTRYPOINT") else []
     cmd = exec_form(dockerfile("CMD")[-1]) if dockerfile("CMD") else []
     argv = entrypoint + cmd
     assert argv and os.path.basename(argv[0]) == "imgurd", argv
-    assert "--host" in argv and argv[argv.index("--host") + 1] == "0.0.0.0", argv
+    # as a variable, not a flag: a flag would beat `docker run -e IMGURD_HOST=::` without a word
+    assert "--host" not in argv and "IMGURD_HOST=0.0.0.0" in dockerfile("ENV"), (argv, dockerfile("ENV"))
 
 
 def healthcheck_argv() -> List[str]:
@@ -208,6 +209,7 @@ def test_docker_healthcheck_command_really_checks_healthz(tmp_path):
     assert daemon.returncode == 0
     unhealthy = subprocess.run(argv, env=env, capture_output=True, timeout=30)
     assert unhealthy.returncode == 1  # Docker: 1 = unhealthy (2 is reserved)
+    assert "(os.environ.get('IMGURD_PORT') or '').strip() or '8080'" in " ".join(argv)  # IMGURD_PORT= is unset
 
 
 def test_docker_bakes_in_no_secrets():
