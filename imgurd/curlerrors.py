@@ -64,11 +64,13 @@ def curl_failure(error: Exception, url: str, limits: RequestLimits, kind: str,
     if errno == pycurl.E_TOO_MANY_REDIRECTS:
         return TransferError("more than %d redirects" % limits.max_redirects, kind)
     if errno == pycurl.E_UNSUPPORTED_PROTOCOL:
+        if "HTTP/0.9" in message:  # curl's words for an answer that is not HTTP at all
+            return TransferError("%s did not answer in HTTP" % host, kind)
         return TransferError("redirected to a URL that is not http(s)", kind)
     if errno in (pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CACERT):
         return TransferError("TLS certificate of %s could not be verified" % host, kind)
     if errno is None and "timeout" in message.lower():
         return TransferError("timed out after %s talking to %s" % (_seconds(limits.request_timeout), host),
                              kind, retryable=True)
-    detail = message.split(":", 1)[-1].strip() if message else "unknown error"
+    detail = message.strip()[:200] or "unknown error"  # curl's own sentence: "Invalid Content-Length: value"
     return TransferError("%s failed: %s" % ("connection to " + host, detail), kind, retryable=errno in _RETRYABLE)

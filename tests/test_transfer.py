@@ -209,3 +209,31 @@ async def test_failures_are_logged_in_the_spec_format(start_service, origin, cap
     await api.wait(job_id)
     expected = "upload failed job=%s url=%s reason=origin answered HTTP 404" % (job_id, origin.url("/status/404"))
     assert expected in [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.parametrize("answer, reason", [
+    (b"\x00\x01garbage, not HTTP\r\n\r\n", "127.0.0.1 did not answer in HTTP"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nxx", "connection to 127.0.0.1 failed: Invalid Content-Length: value"),
+])
+async def test_an_origin_that_does_not_speak_http_is_named_for_what_it_did(start_service, answer, reason):
+    """Not "redirected to a URL that is not http(s)" (curl's code for HTTP/0.9 is that of a bad scheme),
+    nor the last word of curl's sentence ("value")."""
+    from tornado.netutil import bind_sockets
+    from tornado.tcpserver import TCPServer
+
+    class Raw(TCPServer):
+        async def handle_stream(self, stream, address):
+            await stream.read_until(b"\r\n\r\n")
+            await stream.write(answer)
+            stream.close()
+
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = Raw()
+    server.add_sockets(sockets)
+    api = start_service(max_attempts=1)
+    try:
+        image = await run_one(api, "http://127.0.0.1:%d/x.jpg" % sockets[0].getsockname()[1])
+    finally:
+        server.stop()
+    assert image["error"] == reason
