@@ -198,12 +198,14 @@ class UploadHandler(ApiHandler):
             )
         size = job_bytes(urls, key)
         if not store.fits(size):
+            advice = ("split it: it alone is more than that" if size > store.max_retained_bytes
+                      else "retry later")  # it would never fit, however long the client waits
             raise ApiError(
                 503,
                 "too much job data held: unfinished jobs hold %d bytes, this job adds %d, at most %d "
-                "(max_retained_bytes); retry later" % (store.unfinished_bytes, size, store.max_retained_bytes),
+                "(max_retained_bytes); %s" % (store.unfinished_bytes, size, store.max_retained_bytes, advice),
                 {"Retry-After": str(BACKLOG_RETRY_AFTER)},
-                max_retained_bytes=store.max_retained_bytes,
+                max_retained_bytes=store.max_retained_bytes, job_bytes=size,
             )
         job = store.add(urls, key, size)
         self.service.job_accepted(job)

@@ -20,7 +20,7 @@ FAILED = "failed"
 EVICT_BATCH = 1000  # most jobs evicted in one call, so a sweep never holds the loop long
 
 # What a retained job costs beyond the text of its URLs, reasons and links (each counted with
-# sys.getsizeof), measured with tracemalloc (tests/test_retained_bytes.py checks the count stays above it)
+# sys.getsizeof), measured with tracemalloc (tests/test_hostile_load.py checks the count stays above it)
 JOB_OVERHEAD = 800  # the Job object, its id, its lists, bytearray and dict, its entries in the store's dicts
 URL_OVERHEAD = 16  # a URL's slot in the list of URLs and its state byte
 ERROR_OVERHEAD = 80  # an entry of a job's dict of reasons

@@ -195,8 +195,9 @@ class Pipeline:
             return known
         running = self._uploading.get(digest)
         if running is not None:  # the same bytes are being uploaded right now: share that upload
-            self.metrics.reused.inc()
-            return await transfer_slots.holding_nothing(running)
+            link = await transfer_slots.holding_nothing(running)
+            self.metrics.reused.inc()  # counted once that upload gave a link, not if it failed
+            return link
         future: "concurrent.Future[str]" = concurrent.Future()
         self._uploading[digest] = future
         try:

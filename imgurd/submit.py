@@ -323,7 +323,8 @@ class Submitter:
         seconds to wait before sending the next one, as its Retry-After and the retry policy say).
 
         A batch larger than the server takes is split: to the size its answer names
-        (``max_urls_per_job`` with a 413, ``max_queued_urls`` with a 503), else in halves.
+        (``max_urls_per_job`` with a 413, ``max_queued_urls`` with a 503), else in halves (a 503
+        whose ``job_bytes`` alone pass ``max_retained_bytes``).
         """
         while queue:
             batch = queue[0]
@@ -348,6 +349,12 @@ class Submitter:
                 room = reply.limit("max_queued_urls")
                 if room is not None and count > max(room, 1):
                     self._split(queue, max(room, 1))  # would never fit in the server's backlog, however long we wait
+                    continue
+                held, size = reply.limit("max_retained_bytes"), reply.limit("job_bytes")
+                if held is not None and size is not None and size > held:  # nor in the job data it may hold
+                    if count == 1:
+                        raise Rejected(reply.status, reply.error, "submitting a job of 1 URL")
+                    self._split(queue, (count + 1) // 2)
                     continue
                 self.refused += 1
                 return self.busy.next_wait(self.refused, retry_after=reply.retry_after())

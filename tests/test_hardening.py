@@ -257,6 +257,22 @@ async def test_identical_bytes_upload_once(start_service, origin, imgur):
 
 
 @pytest.mark.gen_test
+async def test_identical_bytes_reuse_is_counted_only_when_a_link_was_reused(start_service, origin, imgur):
+    from tests.test_operations import metric
+    api = start_service(max_concurrency=4)
+    imgur.latency = 0.1  # the copies wait for the first upload, which Imgur refuses
+    imgur.fail_next(400, "File type invalid (1)")
+    report = await api.wait(await api.submit([origin.add("/same%d.jpg" % i, JPEG) for i in range(2)]))
+    assert [image["status"] for image in report["images"]] == ["failed", "failed"]
+    _, text, _ = await api.call("GET", "/metrics")
+    assert metric(text.decode(), "imgurd_identical_uploads_reused_total") == 0
+    assert (await run_one(api, origin.add("/again.jpg", PNG)))["status"] == "complete"
+    assert (await run_one(api, origin.add("/copy.png", PNG)))["status"] == "complete"
+    _, text, _ = await api.call("GET", "/metrics")
+    assert metric(text.decode(), "imgurd_identical_uploads_reused_total") == 1
+
+
+@pytest.mark.gen_test
 async def test_identical_bytes_reuse_can_be_turned_off(start_service, origin, imgur):
     api = start_service(reuse_identical_uploads=False)
     urls = [origin.add("/same%d.jpg" % i, JPEG) for i in range(2)]

@@ -58,11 +58,21 @@ async def test_post_whose_unfinished_urls_would_not_fit_answers_503(start_servic
     held, adds = api.service.store.unfinished_bytes, jobs.job_bytes(hanging[:50])
     assert (code, document) == (503, {"error": "too much job data held: unfinished jobs hold %d bytes, this job adds "
                                                "%d, at most %d (max_retained_bytes); retry later" % (held, adds, MB),
-                                      "max_retained_bytes": MB})
+                                      "max_retained_bytes": MB, "job_bytes": adds})
     assert headers["Retry-After"] == "5"
     assert len(api.service.store.jobs) == 1  # nothing was queued
     small = await api.submit([origin.add("/a.jpg", JPEG)])  # a job that fits is still taken
     assert small and api.service.store.get(first) is not None
+
+
+@pytest.mark.gen_test
+async def test_a_job_that_alone_is_more_than_max_retained_bytes_is_told_to_split(start_service, origin):
+    api = start_service(max_retained_bytes=20_000)
+    urls = [origin.url("/x.jpg?%d&%s" % (i, "b" * 3000)) for i in range(10)]
+    code, document, _ = await api.call("POST", "/v1/images/upload", {"urls": urls})
+    assert code == 503 and document["error"].endswith("(max_retained_bytes); split it: it alone is more than that")
+    assert document["job_bytes"] > document["max_retained_bytes"] == 20_000  # for clients to split by
+    assert not api.service.store.jobs
 
 
 def test_retained_bytes_count_jobs_reasons_and_links_and_evict_oldest_first():

@@ -233,6 +233,9 @@ async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_r
     assert held["waiting"]["until"].endswith("Z")
     # waiting URLs are pending, not failed and not shown as being transferred
     assert {image["status"] for image in held["images"]} <= {"pending", "complete"}
+    for waited in seen_waiting:  # and the job's status agrees with its images: pending while none finished
+        finished = [image for image in waited["images"] if image["status"] != "pending"]
+        assert waited["status"] == ("in-progress" if finished else "pending"), waited
     assert report["waiting"] is None
 
 
@@ -423,6 +426,23 @@ async def test_job_report_shows_waiting_null_when_nothing_holds_it(start_service
     code, body, _ = await api.call("GET", "/v1/openapi.json")
     job_schema = json.dumps(body)
     assert '"waiting"' in job_schema
+
+
+def test_a_held_job_none_of_whose_urls_finished_reports_pending_like_its_urls():
+    """Started URLs held by Imgur's budget show pending (SPEC: waiting URLs stay pending); the job then
+    said in-progress while every one of its images said pending."""
+    from imgurd.reports import job_document
+    store = JobStore(job_ttl=3600, max_jobs=100)
+    job = store.add(["https://example.com/a.jpg", "https://example.com/b.jpg"])
+    first = store.next_item()
+    store.start(first)  # downloaded, waiting at the gate
+    waiting = {"reason": "Imgur's upload (POST) budget for this address is spent", "until": "x"}
+    held = job_document(job, waiting)
+    assert [image["status"] for image in held["images"]] == ["pending", "pending"]
+    assert held["status"] == "pending" and held["waiting"] == waiting
+    assert job_document(job)["status"] == "in-progress"  # not held: as it is
+    store.complete(first, "https://i.imgur.com/a.jpg")
+    assert job_document(job, waiting)["status"] == "in-progress"  # one finished
 
 
 def test_an_idempotency_key_dies_with_its_job_at_job_ttl():

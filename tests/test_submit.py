@@ -530,9 +530,14 @@ class _Stand(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         urls = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["urls"]
         answer = self.server.posts_script.pop(0) if self.server.posts_script else 202
+        self.server.posted.append(urls)
+        if callable(answer):  # a function of the URLs: (status, document)
+            answer = answer(urls)
         if answer == 202:
             self.server.jobs.append(urls)
             self._json(202, {"jobId": "job-%d" % len(self.server.jobs)})
+        elif isinstance(answer, tuple):
+            self._json(*answer)
         else:
             self._json(answer, {"error": "refused by the stand-in"})
 
@@ -550,7 +555,7 @@ class _Stand(http.server.BaseHTTPRequestHandler):
 
 def stand_in(posts_script=(), polls=((200, ("pending",)),)):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stand)
-    server.posts_script, server.polls, server.jobs = list(posts_script), list(polls), []
+    server.posts_script, server.polls, server.jobs, server.posted = list(posts_script), list(polls), [], []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, "http://127.0.0.1:%d" % server.server_address[1]
 
@@ -650,3 +655,30 @@ def test_resume_keeps_failures_and_their_reasons_until_new_results_and_old_rows_
     assert result.returncode == 1, result.stderr  # the old row is still failed
     with open(output, encoding="utf-8", newline="") as handle:
         assert [row[1] for row in list(csv.reader(handle))[1:]] == ["complete", "complete", "failed", "complete"]
+
+
+def test_a_batch_whose_job_data_alone_passes_max_retained_bytes_is_split_and_a_single_url_stops_the_run():
+    def by_size(urls):  # the server holds at most 2 URLs' worth of job data
+        if len(urls) > 2:
+            return 503, {"error": "too much job data held; split it", "max_retained_bytes": 2000,
+                         "job_bytes": 1000 * len(urls)}
+        return 202
+    urls = ["http://127.0.0.1:9/%d.jpg" % n for n in range(5)]
+    server, base = stand_in(posts_script=[by_size] * 20, polls=[(200, ("complete", "complete"))])
+    try:
+        result = run_submit("--no-wait", *urls, server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert [len(batch) for batch in server.posted] == [5, 3, 2, 1, 2]  # in halves until each fits
+    assert [url for batch in server.jobs for url in batch] == urls
+    server, base = stand_in(posts_script=[(503, {"error": "too much job data held; split it",
+                                                 "max_retained_bytes": 10, "job_bytes": 1000})] * 5)
+    try:
+        result = run_submit("--no-wait", urls[0], server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2 and "too much job data held" in result.stderr, result.stderr
+    assert len(server.posted) == 1  # not sent again and again
