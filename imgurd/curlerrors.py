@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import pycurl
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
+from .curlheaders import AnswerHeaders
 from .errors import TransferError
 from .limits import RequestLimits
 
@@ -32,13 +33,21 @@ async def fetch(http: AsyncHTTPClient, request: HTTPRequest) -> Tuple[Optional[H
     """(response, None) for any HTTP answer, or (None, error) when there was none.
 
     tornado raises transport errors even with ``raise_error=False``; callers want both as values.
+    The response's ``headers`` are an ``AnswerHeaders`` (curlheaders.py), its ``reason`` the
+    answer's own when it was not a success.
     """
+    headers = AnswerHeaders(request.prepare_curl_callback)
+    request.prepare_curl_callback = headers.prepare
     try:
-        return await http.fetch(request, raise_error=False), None
+        response = await http.fetch(request, raise_error=False)
     except (HTTPClientError, OSError) as error:
         return None, error
     except ValueError:  # a header tornado refuses (CR/LF in a token, say): its message would show the header
         return None, HTTPClientError(599, "request refused by the HTTP client (invalid header)")
+    response.headers = headers  # type: ignore[assignment]
+    if response.code >= 300:
+        response.reason = headers.reason or response.reason
+    return response, None
 
 
 def curl_failure(error: Exception, url: str, limits: RequestLimits, kind: str,

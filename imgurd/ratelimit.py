@@ -20,6 +20,7 @@ from tornado import gen, locks
 from tornado.httputil import HTTPHeaders
 
 from .backoff import LONGEST_WAIT
+from .curlheaders import AnswerHeaders
 from .errors import TransferError
 
 CLIENT_DAY = 86400.0  # a spent daily client budget whose answer carried no reset time
@@ -129,7 +130,9 @@ class RateGate:
         taken off what it reports: better to wait once too often than to send into a spent budget.
         """
         now = self.clock()
-        if not isinstance(headers, HTTPHeaders):  # tornado's answers' headers match names in any case already
+        if isinstance(headers, AnswerHeaders):  # an answer's, through curlerrors.fetch: lower-case names
+            headers = headers.fields()
+        elif not isinstance(headers, HTTPHeaders):  # tornado's match names in any case already
             headers = {str(name).lower(): value for name, value in headers.items()}
         for name, limit, remaining, reset in _BUDGET_HEADERS:
             self._seed(name, _number(headers, limit), _number(headers, remaining), _number(headers, reset),
