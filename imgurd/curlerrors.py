@@ -29,15 +29,18 @@ def _seconds(value: float) -> str:
     return "%g s" % value
 
 
-async def fetch(http: AsyncHTTPClient, request: HTTPRequest) -> Tuple[Optional[HTTPResponse], Optional[Exception]]:
+async def fetch(http: AsyncHTTPClient, request: HTTPRequest,
+                headers: Optional[AnswerHeaders] = None) -> Tuple[Optional[HTTPResponse], Optional[Exception]]:
     """(response, None) for any HTTP answer, or (None, error) when there was none.
 
     tornado raises transport errors even with ``raise_error=False``; callers want both as values.
     The response's ``headers`` are an ``AnswerHeaders`` (curlheaders.py), its ``reason`` the
-    answer's own when it was not a success.
+    answer's own when it was not a success. A caller that wants the headers of an answer whose
+    transfer then failed passes its own ``headers``, already the request's ``prepare_curl_callback``.
     """
-    headers = AnswerHeaders(request.prepare_curl_callback)
-    request.prepare_curl_callback = headers.prepare
+    if headers is None:
+        headers = AnswerHeaders(request.prepare_curl_callback)
+        request.prepare_curl_callback = headers.prepare
     try:
         response = await http.fetch(request, raise_error=False)
     except (HTTPClientError, OSError) as error:

@@ -19,12 +19,13 @@ class AnswerHeaders(Mapping[str, str]):
     """A case-insensitive mapping of the last answer's headers (after redirects and ``100
     Continue``), values of a repeated name joined with ``,`` as tornado's ``HTTPHeaders.get`` does."""
 
-    __slots__ = ("lines", "_fields", "_reason", "_then")
+    __slots__ = ("lines", "_fields", "_reason", "_status", "_then")
 
     def __init__(self, then: Optional[Callable[[pycurl.Curl], None]] = None) -> None:
         self.lines: List[bytes] = []
         self._fields: Optional[Dict[str, str]] = None
         self._reason: Optional[str] = None
+        self._status: Optional[int] = None
         self._then = then
 
     def prepare(self, curl: pycurl.Curl) -> None:
@@ -40,6 +41,14 @@ class AnswerHeaders(Mapping[str, str]):
         return self._fields  # type: ignore[return-value]
 
     @property
+    def status(self) -> Optional[int]:
+        """The last status line's code: known even when the transfer failed after the headers (curl
+        refusing a body larger than MAXFILESIZE, say); None before any."""
+        if self._fields is None:
+            self._parse()
+        return self._status
+
+    @property
     def reason(self) -> Optional[str]:
         """The status line's reason phrase, if it had one."""
         if self._fields is None:
@@ -53,6 +62,8 @@ class AnswerHeaders(Mapping[str, str]):
             if lines[index].startswith(b"HTTP/"):
                 status = lines[index].strip(_WHITESPACE).split(None, 2)
                 self._reason = status[2].decode("latin-1") if len(status) == 3 else None
+                if len(status) > 1 and status[1].isdigit() and len(status[1]) == 3:
+                    self._status = int(status[1])
                 start = index + 1
                 break
         fields: Dict[str, str] = {}

@@ -18,6 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from . import USER_AGENT, backoff, netguard, slots
 from .curlerrors import curl_failure, fetch, quiet
+from .curlheaders import AnswerHeaders
 from .errors import TransferError
 from .limits import RequestLimits
 from .retry import RetryPolicy
@@ -160,26 +161,32 @@ class Downloader:
             if guard is not None:
                 guard.install(curl)
 
+        answer = AnswerHeaders(prepare)
         request = HTTPRequest(
             url, follow_redirects=True, max_redirects=limits.max_redirects,
             connect_timeout=limits.connect_timeout, request_timeout=limits.request_timeout,
             user_agent=USER_AGENT, headers={"Accept": ACCEPT},
-            decompress_response=True, prepare_curl_callback=prepare,
+            decompress_response=True, prepare_curl_callback=answer.prepare,
         )
-        response, error = await fetch(self.http, request)
+        response, error = await fetch(self.http, request, answer)
         if response is None:
             if body.too_large or getattr(error, "errno", None) == pycurl.E_FILESIZE_EXCEEDED:
+                if answer.status is not None and answer.status >= 400:  # an error page, not an image: say so
+                    raise _refused(answer.status, answer, url)
                 raise TransferError("download exceeded %d bytes" % limits.max_bytes, "too_large")
             raise curl_failure(error, url, limits, "download", guard.reason if guard else None)
         code = response.code
         if 200 <= code < 300:
             return body.data(), body.hash.digest() if body.hash is not None else None
-        host = urllib.parse.urlsplit(response.effective_url or url).hostname
-        reason = "origin answered HTTP %d" % code
-        if code in (408, 425, 429) or code >= 500:
-            wait = backoff.retry_after(response.headers.get("Retry-After"))
-            raise TransferError(reason, "download", retryable=True, retry_after=wait)
-        if 300 <= code < 400:
-            reason += " (redirect without a usable Location)"
-        log.debug("origin %s answered %d", host, code)
-        raise TransferError(reason, "download")
+        raise _refused(code, answer, response.effective_url or url)
+
+
+def _refused(code: int, headers: AnswerHeaders, url: str) -> TransferError:
+    """The error for an origin's answer that is not a success (worth retrying if it says so)."""
+    reason = "origin answered HTTP %d" % code
+    if code in (408, 425, 429) or code >= 500:
+        return TransferError(reason, "download", retryable=True, retry_after=backoff.retry_after(headers.get("Retry-After")))
+    if 300 <= code < 400:
+        reason += " (redirect without a usable Location)"
+    log.debug("origin %s answered %d", urllib.parse.urlsplit(url).hostname, code)
+    return TransferError(reason, "download")

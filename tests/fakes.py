@@ -463,6 +463,10 @@ class _OriginHandler(web.RequestHandler):
         elif parts[0] == "status":  # /status/404
             self.set_status(int(parts[1]))
             self.finish("status %s" % parts[1])
+        elif parts[0] == "status-page":  # /status-page/503/<bytes>: an error page that large
+            self.set_status(int(parts[1]))
+            self.set_header("Content-Type", "text/html")
+            self.finish(b"<html>" + b" " * int(parts[2]))
         elif parts[0] == "redirect":  # /redirect/<n>/<rest...>: n hops, then /<rest>
             hops = int(parts[1])
             rest = "/" + "/".join(parts[2:])

@@ -34,7 +34,7 @@ def test_only_the_last_answer_counts():
                          b"HTTP/1.1 100 Continue\r\n", b"\r\n",
                          b"HTTP/2 503 Back Soon\r\n", b"content-length: 0\r\n", b"\r\n")
     assert headers.fields() == {"content-length": "0"}
-    assert headers.reason == "Back Soon"
+    assert headers.reason == "Back Soon" and headers.status == 503
 
 
 def test_repeated_names_joined_and_folded_lines_continued():
@@ -48,6 +48,8 @@ def test_repeated_names_joined_and_folded_lines_continued():
 def test_no_status_line_and_no_reason():
     assert headers_of(b"Retry-After: 5\r\n").get("retry-after") == "5"
     assert headers_of(b"HTTP/1.1 429\r\n", b"\r\n").reason is None
+    assert headers_of(b"HTTP/1.1 429\r\n", b"\r\n").status == 429
+    assert headers_of().status is None and headers_of(b"HTTP/1.1 abc nonsense\r\n").status is None
     assert headers_of(b"HTTP/1.1 200 OK\r\n", b"X-Bytes: caf\xe9\r\n").get("x-bytes") == "caf\u00e9"  # latin-1
 
 

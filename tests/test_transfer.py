@@ -54,6 +54,21 @@ async def test_endless_body_of_a_redirect_is_cut_at_the_cap_too(start_service, o
     assert time.monotonic() - started < 5 and not imgur.uploads
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_an_error_page_larger_than_the_cap_is_named_by_its_status(start_service, origin, imgur):
+    """curl refuses the body by its size before imgurd sees the answer; the status line came first,
+    and "download exceeded" would hide that the origin said 404 (or 503, worth another try)."""
+    api = start_service(max_image_bytes=50_000, max_attempts=2)
+    image = await run_one(api, origin.url("/status-page/404/200000"))
+    assert image["error"] == "origin answered HTTP 404"
+    image = await run_one(api, origin.url("/status-page/503/200000"))
+    assert image["error"].startswith("origin answered HTTP 503"), image
+    assert origin.hits["/status-page/503/200000"] == 2  # retried, as any 503
+    image = await run_one(api, origin.url("/huge"))  # a success status too large is still "exceeded"
+    assert image["error"] == "download exceeded 50000 bytes"
+    assert not imgur.uploads
+
+
 @pytest.mark.gen_test
 async def test_image_exactly_at_the_cap_passes(start_service, origin, imgur):
     api = start_service(max_image_bytes=10_000)
