@@ -175,6 +175,22 @@ class Imgurd(Child):
         self.expected_links += len(urls)
         return ids
 
+    def wait_job(self, job_id: str, timeout: float, poll: float = 0.05) -> float:
+        """Wait until the job's report says ``complete``; the time then (fails if a URL failed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = call(self.port, "GET", "/v1/images/upload/" + job_id)
+            now = time.monotonic()
+            report = json.loads(body) if status == 200 else {}
+            if report.get("status") == "complete":
+                if report["uploaded"]["failed"]:
+                    raise RuntimeError("job %s: URLs failed: %s (see %s)" % (job_id, report["images"], self.log_path))
+                return now
+            if now > deadline:
+                raise RuntimeError("job %s: %s after %.0f s (see %s)" % (job_id, report.get("status"), timeout,
+                                                                       self.log_path))
+            time.sleep(poll)
+
     def wait_links(self, timeout: float, poll: float = 0.02) -> float:
         """Wait until ``expected_links`` links exist (every URL submitted so far uploaded); the time then.
 
