@@ -603,6 +603,13 @@ def _tell_submitted(submitter: Submitter, no_wait: bool, when: str) -> None:
         click.echo("%s: jobs submitted %s: %s" % (PROG, when, ids), err=True)
 
 
+def _unfinished(submitter: Submitter) -> str:
+    """"; unfinished jobs: <ids>" for the --timeout line: the server goes on with them, and
+    ``--job ID`` waits for them without submitting anything again."""
+    ids = [batch.job_id for batch in submitter.accepted if batch.job_id and not batch.done]
+    return "; unfinished jobs: %s" % " ".join(ids) if ids else ""
+
+
 def _check_options(urls: Sequence[str], files: Sequence[str], output: Optional[str], resume: bool,
                    job_ids: Sequence[str], no_wait: bool) -> None:
     if resume and not output:
@@ -729,11 +736,11 @@ def command(server: str, api_token: Optional[str], files: Tuple[str, ...], batch
         return code
     timed_out = code == EXIT_TIMEOUT
     if not terminal:
-        click.echo(summary(rows, elapsed, submitter.waiting()) + (" (--timeout reached)" if timed_out else ""),
-                   err=True)
+        click.echo(summary(rows, elapsed, submitter.waiting())
+                   + (" (--timeout reached%s)" % _unfinished(submitter) if timed_out else ""), err=True)
     elif timed_out:
-        click.echo("%s: --timeout reached after %.1f s; %s still pending"
-                   % (PROG, elapsed, plural(tally(rows)["pending"], "URL")), err=True)
+        click.echo("%s: --timeout reached after %.1f s; %s still pending%s"
+                   % (PROG, elapsed, plural(tally(rows)["pending"], "URL"), _unfinished(submitter)), err=True)
     if timed_out:
         return EXIT_TIMEOUT
     return EXIT_FAILED if tally(rows)["failed"] else EXIT_OK

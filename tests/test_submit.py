@@ -250,6 +250,11 @@ def test_timeout_prints_what_is_known_with_pending_rows_and_exits_3(service):
     assert rows[1] == [hanging, "pending", "", ""]
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and SUMMARY.match(lines[0]) and "1 pending" in lines[0] and "timeout" in lines[0]
+    job = re.search(r"--timeout reached; unfinished jobs: (\S+)\)$", lines[0])  # to wait for with --job
+    assert job, lines[0]
+    followed = run_submit("--job", job.group(1), server=service.base)
+    assert followed.returncode == 0, followed.stderr
+    assert [row[:2] for row in csv_rows(followed.stdout)] == [[fast, "complete"], [hanging, "complete"]]
 
 
 def test_rejected_request_shows_the_servers_error_and_exits_2(service):
