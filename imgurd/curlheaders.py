@@ -4,7 +4,7 @@ tornado's curl client parses every header line in Python as it arrives (a decode
 expression, a normalised name, a multi-dict insert): about 45 µs for a download's few lines and
 over 100 µs for an Imgur answer's dozen, some 8% of imgurd's CPU an image, for headers that are
 mostly never looked at. Here curl's HEADERFUNCTION is the ``append`` of a list (no Python frame
-per line); the lines of the final answer are parsed into a plain dict on the first lookup, in
+per line; see below for a libcurl older than 8.3); the lines of the final answer are parsed into a plain dict on the first lookup, in
 a few µs.
 """
 
@@ -13,6 +13,27 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional
 import pycurl
 
 _WHITESPACE = b" \t\r\n"
+# libcurl 8.3 (CVE-2023-38039) caps an answer's headers at 300 KB, interim 1xx answers included, and
+# max_redirects bounds the hops: the plain list then holds a few MB at worst. An older libcurl has no
+# cap, so the lines are kept by a Python callback that keeps one answer's and stops past that size.
+_CURL_CAPS_HEADERS = pycurl.version_info()[2] >= 0x080300
+HEADER_BYTES = 300 * 1024
+
+
+class _BoundedLines(list):
+    """The lines of the current answer only, at most HEADER_BYTES of them (for libcurl before 8.3)."""
+
+    size = 0
+
+    def add(self, line: bytes) -> Optional[int]:
+        if line.startswith(b"HTTP/"):
+            self.clear()
+            self.size = 0
+        self.size += len(line)
+        if self.size > HEADER_BYTES:
+            return -1  # curl fails the transfer ("Failed writing header")
+        self.append(line)
+        return None
 
 
 class AnswerHeaders(Mapping[str, str]):
@@ -22,7 +43,7 @@ class AnswerHeaders(Mapping[str, str]):
     __slots__ = ("lines", "_fields", "_reason", "_status", "_then")
 
     def __init__(self, then: Optional[Callable[[pycurl.Curl], None]] = None) -> None:
-        self.lines: List[bytes] = []
+        self.lines: List[bytes] = [] if _CURL_CAPS_HEADERS else _BoundedLines()
         self._fields: Optional[Dict[str, str]] = None
         self._reason: Optional[str] = None
         self._status: Optional[int] = None
@@ -32,7 +53,8 @@ class AnswerHeaders(Mapping[str, str]):
         """``prepare_curl_callback``: the request's own one, then this collector in place of tornado's."""
         if self._then is not None:
             self._then(curl)
-        curl.setopt(pycurl.HEADERFUNCTION, self.lines.append)
+        lines = self.lines
+        curl.setopt(pycurl.HEADERFUNCTION, lines.add if isinstance(lines, _BoundedLines) else lines.append)
 
     def fields(self) -> Dict[str, str]:
         """The headers as a dict keyed by lower-case name."""
@@ -67,19 +89,31 @@ class AnswerHeaders(Mapping[str, str]):
                 start = index + 1
                 break
         fields: Dict[str, str] = {}
+        repeated: Dict[str, List[str]] = {}  # names given more than once: joined once at the end
         last = None
         for line in lines[start:]:
             if line[:1] in (b" ", b"\t"):  # an obsolete folded continuation of the line before
                 if last is not None:
-                    fields[last] = (fields[last] + " " + line.strip(_WHITESPACE).decode("latin-1")).strip()
+                    more = line.strip(_WHITESPACE).decode("latin-1")
+                    if last in repeated:
+                        repeated[last][-1] = (repeated[last][-1] + " " + more).strip()
+                    else:
+                        fields[last] = (fields[last] + " " + more).strip()
                 continue
             name, colon, value = line.partition(b":")
             if not colon:
                 continue  # the blank line ending the headers, or nothing a header can be
             key = name.strip(_WHITESPACE).decode("latin-1").lower()
             text = value.strip(_WHITESPACE).decode("latin-1")
-            fields[key] = fields[key] + "," + text if key in fields else text
+            if key in repeated:
+                repeated[key].append(text)
+            elif key in fields:
+                repeated[key] = [fields[key], text]
+            else:
+                fields[key] = text
             last = key
+        for key, values in repeated.items():
+            fields[key] = ",".join(values)
         self._fields = fields
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:  # type: ignore[override]

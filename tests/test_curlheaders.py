@@ -62,3 +62,33 @@ def test_prepare_runs_the_request_callback_first_then_collects():
     finally:
         curl.close()
     assert seen == [curl]
+
+
+def test_a_name_repeated_thousands_of_times_is_joined_once():
+    """An origin controls its headers: repeats are joined at the end, not one string rebuilt a line."""
+    import time
+    headers = headers_of(b"HTTP/1.1 200 OK\r\n", *[b"Retry-After: " + b"9" * 50 + b"\r\n"] * 5000)
+    started = time.perf_counter()
+    value = headers.get("retry-after")
+    assert time.perf_counter() - started < 0.05
+    assert value == ",".join(["9" * 50] * 5000)
+    folded = headers_of(b"HTTP/1.1 200 OK\r\n", b"Vary: a\r\n", b"Vary: b\r\n", b" c\r\n")
+    assert folded.get("vary") == "a,b c"
+
+
+def test_before_libcurl_8_3_one_answer_is_kept_and_its_size_bounded(monkeypatch):
+    """An older libcurl does not cap headers: a Python callback keeps the current answer's lines only
+    (an endless run of 1xx answers cannot grow them) and fails the transfer past HEADER_BYTES."""
+    from imgurd import curlheaders
+    monkeypatch.setattr(curlheaders, "_CURL_CAPS_HEADERS", False)
+    headers = AnswerHeaders()
+    add = headers.lines.add
+    for _ in range(10000):
+        assert add(b"HTTP/1.1 103 Early Hints\r\n") is None
+        assert add(b"Link: </a.css>\r\n") is None
+    add(b"HTTP/1.1 200 OK\r\n")
+    add(b"Retry-After: 5\r\n")
+    assert headers.lines == [b"HTTP/1.1 200 OK\r\n", b"Retry-After: 5\r\n"] and headers.get("Retry-After") == "5"
+    big = b"X-Big: " + b"a" * 1000 + b"\r\n"
+    answers = [add(big) for _ in range(400)]
+    assert -1 in answers and sum(len(line) for line in headers.lines) <= curlheaders.HEADER_BYTES
