@@ -2,7 +2,7 @@
 
 Every key is declared once in ``SETTINGS``. The click options, the
 ``IMGURD_<KEY>`` environment variables, the INI parser, the example config
-file and the docs/configuration.md table are all generated from it, so a key cannot
+file and the tables of README.md and docs/configuration.md are all generated from it, so a key cannot
 exist in one place and be missing from another.
 """
 
@@ -402,7 +402,7 @@ def example_file() -> str:
 
 
 def markdown_table() -> str:
-    """The settings table of docs/configuration.md."""
+    """The settings table of README.md and docs/configuration.md."""
     rows = ["| key | flag | environment | default | meaning |", "| --- | --- | --- | --- | --- |"]
     for s in SETTINGS:
         rows.append(

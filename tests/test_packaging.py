@@ -446,7 +446,8 @@ def test_readme_test_command_is_what_ci_runs_and_is_given_once():
 def test_readme_quick_start_installs_and_starts_the_service():
     readme = README.read_text(encoding="utf-8")
     assert "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/imgurd --client-id " in readme
-    assert len(readme.splitlines()) <= 200, "README.md is the front door: reference material goes in docs/"
+    # the front door: reference material goes in docs/ (the configuration table, 36 lines, is there by SPEC 5)
+    assert len(readme.splitlines()) <= 240, "README.md is the front door: reference material goes in docs/"
 
 
 def test_documentation_names_the_config_path_the_unit_uses(unit):

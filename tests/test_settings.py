@@ -133,10 +133,11 @@ def test_shipped_example_is_generated_from_the_table():
     assert shipped.read_text() == example_file() + "\n", "regenerate: python -m imgurd.settings example"
 
 
-def test_configuration_reference_table_is_generated_from_the_table():
+@pytest.mark.parametrize("document", ["docs/configuration.md", "README.md"])
+def test_configuration_tables_are_generated_from_the_table(document):
     import pathlib
 
-    reference = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    reference = (pathlib.Path(__file__).resolve().parent.parent / document).read_text()
     start = reference.index("-->", reference.index("<!-- settings-table")) + 4
     end = reference.index("<!-- /settings-table -->")
     assert reference[start:end].strip() == markdown_table(), "regenerate: python -m imgurd.settings table"
