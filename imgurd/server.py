@@ -35,6 +35,16 @@ def sd_notify(state: str) -> bool:
 
 async def serve(config) -> None:
     """Run until SIGTERM/SIGINT, then drain and return."""
+    # the signals first: one that comes once the port is open must not end the process undrained
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    # SIGHUP, which would end the process at once (no drain, no state saved), is what operators send
+    # for a reload: there is none, so it is only logged
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: imgurd has no reload; restart it to "
+                            "apply a new configuration (SIGTERM stops it cleanly)")
     service = Service(config)
     service.load_state()  # before listening: a state file that cannot be used stops start-up
     listener.check_descriptors(config, curl_descriptors(config))
@@ -54,16 +64,6 @@ async def serve(config) -> None:
         log.warning("max_urls_per_job (%d) is more than max_queued_urls (%d): a job of more than %d URLs is "
                     "answered 503 for good", config.max_urls_per_job, config.max_queued_urls, config.max_queued_urls)
     sd_notify("READY=1\nSTATUS=listening on %s" % host_port(config.host, port))
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    # SIGHUP, which would end the process at once (no drain, no state saved), is what operators send
-    # for a reload: there is none, so it is only logged
-    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: imgurd has no reload; restart it to "
-                            "apply a new configuration (SIGTERM stops it cleanly)")
     await stop.wait()
     for signum in signals:  # a second signal during the drain ends the drain at once
         loop.add_signal_handler(signum, _hurry, service)
