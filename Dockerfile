@@ -56,7 +56,7 @@ ENV IMGURD_HOST=0.0.0.0
 # No curl in the image: the standard library does the check. Proxies are bypassed
 # on purpose; the port follows IMGURD_PORT when that is set (an empty one is not set, as for imgurd).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % (os.environ.get('IMGURD_PORT') or '').strip() or '8080', timeout=4).read()"]
+    CMD ["python", "-c", "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % ((os.environ.get('IMGURD_PORT') or '').strip() or '8080'), timeout=4).read()"]
 
 # imgurd drains transfers in flight for up to shutdown_timeout (30 s) on SIGTERM, then writes
 # its state file if it has one: give it that long with `docker stop -t 40` / `--stop-timeout 40`.

@@ -1,6 +1,7 @@
 """What ships around the package (SPEC 5): the Dockerfile, .dockerignore and the systemd unit."""
 
 import fnmatch
+import io
 import json
 import os
 import re
@@ -209,7 +210,29 @@ def test_docker_healthcheck_command_really_checks_healthz(tmp_path):
     assert daemon.returncode == 0
     unhealthy = subprocess.run(argv, env=env, capture_output=True, timeout=30)
     assert unhealthy.returncode == 1  # Docker: 1 = unhealthy (2 is reserved)
-    assert "(os.environ.get('IMGURD_PORT') or '').strip() or '8080'" in " ".join(argv)  # IMGURD_PORT= is unset
+
+
+@pytest.mark.parametrize("port, expected", [(None, "8080"), ("", "8080"), (" 9090 ", "9090"), ("8081", "8081")])
+def test_docker_healthcheck_asks_the_port_imgurd_listens_on(monkeypatch, port, expected):
+    """IMGURD_PORT unset or empty means imgurd's default port (an empty one in the URL would be port 80)."""
+    import urllib.request
+
+    asked = []
+
+    class Opener:
+        def open(self, url, timeout):
+            asked.append(url)
+            return io.BytesIO(b'{"status":"ok"}')
+
+    monkeypatch.setattr(urllib.request, "build_opener", lambda *handlers: Opener())
+    if port is None:
+        monkeypatch.delenv("IMGURD_PORT", raising=False)
+    else:
+        monkeypatch.setenv("IMGURD_PORT", port)
+    argv = healthcheck_argv()
+    assert argv[1] == "-c"
+    exec(argv[2], {})
+    assert asked == ["http://127.0.0.1:%s/healthz" % expected]
 
 
 def test_docker_bakes_in_no_secrets():
