@@ -30,6 +30,7 @@ from .metrics import Metrics
 from .urls import file_name
 
 log = logging.getLogger("imgurd.pipeline")
+DRAIN_CHECK = 1.0  # seconds between two looks, during a drain, at what the transfers left wait for
 
 
 class Pipeline:
@@ -116,11 +117,28 @@ class Pipeline:
         """Start no more transfers; wait up to ``timeout`` s for those in flight. True if all finished."""
         self._stopping = True
         self._work.notify_all()
-        try:
-            await self._idle.wait(timeout=IOLoop.current().time() + timeout)
-        except Exception:  # tornado.util.TimeoutError
-            pass
+        loop = IOLoop.current()
+        deadline = loop.time() + timeout
+        while not self._idle.is_set():
+            try:
+                await self._idle.wait(timeout=min(deadline, loop.time() + DRAIN_CHECK))
+            except Exception:  # tornado.util.TimeoutError
+                if loop.time() >= deadline or self._only_waiting_past(deadline - loop.time()):
+                    break
         return self.store.in_flight == 0  # not after abandon(), which ends the wait with transfers running
+
+    def _only_waiting_past(self, left: float) -> bool:
+        """Whether every transfer still in flight waits for an Imgur budget that refills after the
+        drain's end: none of them can finish, so the drain need not go on to its end."""
+        gate = self.imgur.gate
+        held = gate.waiting()
+        if held is None or gate.waiters < self.store.in_flight or held.until - gate.clock() <= left:
+            return False
+        count = self.store.in_flight
+        log.info("%s in flight %s for Imgur's %s past shutdown_timeout: the drain ends now",
+                 "the transfer" if count == 1 else "the %d transfers" % count, "waits" if count == 1 else "wait",
+                 held.budget)
+        return True
 
     def abandon(self) -> None:
         """End a ``stop()`` wait now (a second signal): what is in flight is reported abandoned."""

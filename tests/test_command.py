@@ -10,7 +10,7 @@ import pytest
 
 from imgurd import __version__
 from tests.daemon import environment
-from tests.fakes import HTML, JPEG, PNG
+from tests.fakes import HTML, JPEG, PNG, jpeg_of_size
 from tests.helpers import Daemon, free_port, imgurd_command
 
 
@@ -90,6 +90,28 @@ def test_drain_says_how_many_transfers_finished_during_it(servers):
     assert "waiting up to 3 s for 2 transfers in flight" in log
     assert "1 of 2 transfers in flight finished, 1 URL left unfinished" in log
     assert len(servers.imgur.uploads) == 1
+
+
+def test_drain_ends_early_when_what_is_left_waits_for_a_budget_past_its_end(servers):
+    """A transfer held for Imgur's hourly budget cannot finish before shutdown_timeout: no point in
+    waiting all of it (every stop during a budget wait took the whole shutdown_timeout)."""
+    servers.imgur.budget(user_credits=10, window=600.0)  # one upload, then a refill in 10 minutes
+    daemon = Daemon("--api-url", servers.imgur.url, "--allow-private-networks", "--shutdown-timeout", "20",
+                    env={"IMGURD_CLIENT_ID": servers.imgur.client_id})
+    try:
+        urls = [servers.call(servers.origin.add, "/drain/%d.jpg" % i, jpeg_of_size(400, i)) for i in range(2)]
+        job = json.loads(curl("-X", "POST", "--data", json.dumps({"urls": urls}), daemon.base + "/v1/images/upload"))
+        deadline = time.monotonic() + 15
+        while "waiting" not in json.loads(curl(daemon.base + "/v1/images/upload/" + job["jobId"])):
+            assert time.monotonic() < deadline, "the second URL never waited for the budget"
+            time.sleep(0.05)
+    finally:
+        started = time.monotonic()
+        code, log = daemon.stop()
+    assert code == 0 and time.monotonic() - started < 10, log
+    assert "the transfer in flight waits for Imgur's hourly budget past shutdown_timeout: the drain ends now" in log
+    assert " in flight finished, 1 URL left unfinished" in log
+    assert sum(("abandoned job=%s url=%s" % (job["jobId"], url)) in log for url in urls) == 1, log
 
 
 def test_secrets_from_the_credentials_directory(tmp_path):
