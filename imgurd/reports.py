@@ -11,7 +11,7 @@ import datetime
 import json
 from typing import Dict, List, Optional, OrderedDict, Sequence
 
-from .jobs import COMPLETE_STATE, FAILED_STATE, HELD_STATE_NAMES, PENDING, STATE_NAMES, Job, JobStore
+from .jobs import COMPLETE_STATE, FAILED_STATE, HELD_STATE_NAMES, STATE_NAMES, Job, JobStore
 
 FINISHED_JSON_CACHE = 32  # encoded reports of finished jobs kept: they never change, and clients poll them
 FINISHED_JSON_BYTES = 16 * 1024 * 1024  # ... and at most this many bytes of them
@@ -61,8 +61,9 @@ def job_document(job: Job, waiting: Optional[Dict[str, str]] = None) -> Dict[str
         "id": job.id,
         "created": utc_stamp(job.created),
         "finished": utc_stamp(job.finished) if job.finished is not None else None,
-        # held and none finished: every URL shows pending, and so does the job (SPEC: pending = none started)
-        "status": PENDING if waiting is not None and job.done == 0 else job.status,
+        # held: started URLs show pending (SPEC: waiting URLs stay pending), but the job stays in-progress
+        # once one started (SPEC: pending = no URL started yet): its status never goes back
+        "status": job.status,
         "uploaded": {"pending": pending, "complete": complete, "failed": failed},
         "images": images,
         "waiting": waiting,

@@ -217,9 +217,10 @@ async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_r
     api = start_service(max_concurrency=16, max_per_host=16)
     urls = [origin.add("/b%d.jpg" % i, jpeg_of_size(300, i)) for i in range(30)]  # 3 budgets' worth
     job_id = await api.submit(urls)
-    seen_waiting = []
+    seen_waiting, statuses = [], []
     while True:
         report = await api.job(job_id)
+        statuses.append(report["status"])
         if report["waiting"] is not None:
             seen_waiting.append(report)
         if report["status"] == "complete":
@@ -233,9 +234,10 @@ async def test_a_job_beyond_the_anonymous_budget_waits_and_completes_without_a_r
     assert held["waiting"]["until"].endswith("Z")
     # waiting URLs are pending, not failed and not shown as being transferred
     assert {image["status"] for image in held["images"]} <= {"pending", "complete"}
-    for waited in seen_waiting:  # and the job's status agrees with its images: pending while none finished
-        finished = [image for image in waited["images"] if image["status"] != "pending"]
-        assert waited["status"] == ("in-progress" if finished else "pending"), waited
+    # the job's status only ever moves forward, waits or not (SPEC: pending = no URL started yet)
+    order = ["pending", "in-progress", "complete"]
+    assert [order.index(status) for status in statuses] == sorted(order.index(status) for status in statuses)
+    assert all(waited["status"] == "in-progress" for waited in seen_waiting)  # URLs had started
     assert report["waiting"] is None
 
 
@@ -428,9 +430,9 @@ async def test_job_report_shows_waiting_null_when_nothing_holds_it(start_service
     assert '"waiting"' in job_schema
 
 
-def test_a_held_job_none_of_whose_urls_finished_reports_pending_like_its_urls():
-    """Started URLs held by Imgur's budget show pending (SPEC: waiting URLs stay pending); the job then
-    said in-progress while every one of its images said pending."""
+def test_a_held_job_whose_urls_started_stays_in_progress_while_its_urls_show_pending():
+    """Started URLs held by Imgur's budget show pending (SPEC: waiting URLs stay pending); the job stays
+    in-progress (SPEC: pending = no URL started yet), so its status never steps back."""
     from imgurd.reports import job_document
     store = JobStore(job_ttl=3600, max_jobs=100)
     job = store.add(["https://example.com/a.jpg", "https://example.com/b.jpg"])
@@ -439,8 +441,8 @@ def test_a_held_job_none_of_whose_urls_finished_reports_pending_like_its_urls():
     waiting = {"reason": "Imgur's upload (POST) budget for this address is spent", "until": "x"}
     held = job_document(job, waiting)
     assert [image["status"] for image in held["images"]] == ["pending", "pending"]
-    assert held["status"] == "pending" and held["waiting"] == waiting
-    assert job_document(job)["status"] == "in-progress"  # not held: as it is
+    assert held["status"] == "in-progress" and held["waiting"] == waiting
+    assert job_document(job)["status"] == "in-progress"  # not held: the same
     store.complete(first, "https://i.imgur.com/a.jpg")
     assert job_document(job, waiting)["status"] == "in-progress"  # one finished
 
