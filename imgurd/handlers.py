@@ -245,6 +245,10 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 class JobHandler(ApiHandler):
     """``GET /v1/images/upload/{jobId}``."""
 
+    def decode_argument(self, value: bytes, name: Optional[str] = None) -> str:
+        """An id that is not UTF-8 is a malformed id like any other: 404 (SPEC), not tornado's 400."""
+        return value.decode("utf-8", "replace")
+
     def get(self, job_id: str) -> None:
         job = self.store.get(job_id.lower()) if _UUID.match(job_id.lower()) else None
         if job is None:

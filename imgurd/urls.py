@@ -1,5 +1,6 @@
 """Validation and normalisation of submitted image URLs (SPEC 1, de-duplication)."""
 
+import json
 import re
 import urllib.parse
 from typing import List, Optional, Tuple
@@ -157,6 +158,12 @@ def display(value: object, limit: int = 100) -> str:
     return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
+def display_json(value: object, limit: int = 100) -> str:
+    """A short JSON spelling of a client-supplied value that is not a string (``null``, not ``None``)."""
+    shown = json.dumps(value, ensure_ascii=True)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def check_urls(urls: object) -> Tuple[Optional[List[str]], Optional[str]]:
     """Validate a job's ``urls`` field: (unique URLs, None) or (None, error).
 
@@ -171,7 +178,7 @@ def check_urls(urls: object) -> Tuple[Optional[List[str]], Optional[str]]:
     unique: List[str] = []
     for index, item in enumerate(urls):
         if not isinstance(item, str):
-            return None, "urls[%d] is not a string: %s" % (index, display(item))
+            return None, "urls[%d] is not a string: %s" % (index, display_json(item))
         key = normalise(item)
         if key is None:
             return None, "urls[%d] is not an http(s) URL: %s" % (index, display(item))

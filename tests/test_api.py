@@ -198,6 +198,7 @@ async def test_unknown_jobs_routes_and_methods_are_json(start_service):
     job = str(uuid.uuid4())
     for path, error in (("/v1/images/upload/" + job, "no job with id %s (unknown, malformed or expired)" % job),
                         ("/v1/images/upload/not-a-uuid", "no job with id not-a-uuid (unknown, malformed or expired)"),
+                        ("/v1/images/upload/%ff", "no job with id \ufffd (unknown, malformed or expired)"),  # not UTF-8
                         ("/nope", "no such resource: /nope"), ("/", "no such resource: /")):
         code, body, headers = await api.call("GET", path)
         assert (code, body) == (404, {"error": error}), path

@@ -78,7 +78,10 @@ def test_check_urls_dedupes_first_occurrence_wins_and_keeps_order():
     (["https://ok.com/a", 3], "urls[1] is not a string: 3"),
     (["https://ok.com/a", "https://ok.com/b", "x", "ftp://x"], "urls[2] is not an http(s) URL: 'x'"),
     (["https://ok.com/a", "https://ok.com/b", "https://ok.com/c", "ftp://x"], "urls[3] is not an http(s) URL: 'ftp://x'"),
-    ([None], "urls[0] is not a string: None"),
+    ([None], "urls[0] is not a string: null"),  # JSON's words: the client wrote null
+    ([True], "urls[0] is not a string: true"),
+    ([{"url": "https://ok.com/a"}], 'urls[0] is not a string: {"url": "https://ok.com/a"}'),
+    ([list(range(100))], "urls[0] is not a string: [%s, 26..." % ", ".join(map(str, range(26)))),
 ])
 def test_check_urls_names_first_offender(value, message):
     urls, error = check_urls(value)
