@@ -4,8 +4,8 @@ tornado's curl client parses every header line in Python as it arrives (a decode
 expression, a normalised name, a multi-dict insert): about 45 µs for a download's few lines and
 over 100 µs for an Imgur answer's dozen, some 8% of imgurd's CPU an image, for headers that are
 mostly never looked at. Here curl's HEADERFUNCTION is the ``append`` of a list (no Python frame
-per line; see below for a libcurl older than 8.3); the lines of the final answer are parsed into a plain dict on the first lookup, in
-a few µs.
+per line; see below for a libcurl older than 8.3); the lines of the final answer are parsed into a
+plain dict on the first lookup, in a few µs.
 """
 
 from typing import Callable, Dict, Iterator, List, Mapping, Optional
