@@ -299,6 +299,7 @@ class Submitter:
         self.on_poll = on_poll  # called after every round of polls (--output rewrites its file)
         self.too_large: Optional[int] = None  # the largest job the server takes, once a 413 told
         self.accepted: List[Batch] = []
+        self.queue: Deque[Batch] = collections.deque()  # batches not submitted yet
         # the client's retry policy without its budget: a busy server does answer (only --timeout ends the wait)
         self.busy = dataclasses.replace(api.retry, budget=None)
         self.refused = 0  # 503s in a row
@@ -368,7 +369,7 @@ class Submitter:
 
     def run_no_wait(self, uniques: List[Unique]) -> None:
         """Submit everything, printing each job id as soon as it is accepted."""
-        queue = self.plan(uniques)
+        queue = self.queue = self.plan(uniques)
         while queue:
             printed = len(self.accepted)
             try:
@@ -381,7 +382,7 @@ class Submitter:
 
     def run(self, uniques: List[Unique], rows: List[Row], progress: Progress) -> None:
         """Submit and poll in one loop until every job is complete; DeadlineReached on ``--timeout``."""
-        queue = self.plan(uniques)
+        queue = self.queue = self.plan(uniques)
         not_before = 0.0  # when the server said it would take a job again
         interval = POLL_FIRST
         clock = self.api.clock
@@ -604,10 +605,15 @@ def _tell_submitted(submitter: Submitter, no_wait: bool, when: str) -> None:
 
 
 def _unfinished(submitter: Submitter) -> str:
-    """"; unfinished jobs: <ids>" for the --timeout line: the server goes on with them, and
-    ``--job ID`` waits for them without submitting anything again."""
+    """What the --timeout line adds: the unfinished jobs, which the server goes on with (``--job ID``
+    waits for them without submitting again), and the URLs never submitted (the server was busy),
+    which only ``--resume`` submits."""
     ids = [batch.job_id for batch in submitter.accepted if batch.job_id and not batch.done]
-    return "; unfinished jobs: %s" % " ".join(ids) if ids else ""
+    never = sum(len(batch.uniques) for batch in submitter.queue)
+    said = "; unfinished jobs: %s" % " ".join(ids) if ids else ""
+    if never:
+        said += "; %s never submitted (--output FILE --resume submits them)" % plural(never, "URL")
+    return said
 
 
 def _check_options(urls: Sequence[str], files: Sequence[str], output: Optional[str], resume: bool,

@@ -591,6 +591,21 @@ def test_a_result_seen_never_goes_back_to_pending():
         "http://127.0.0.1:9/a.jpg", "complete", "https://i.imgur.com/c0.jpg"]
 
 
+def test_timeout_names_the_unfinished_jobs_and_the_urls_never_submitted():
+    """--job waits for the jobs the server holds; URLs a busy server never took are not in any of them."""
+    server, base = stand_in(posts_script=[202] + [503] * 50)
+    try:
+        result = run_submit("--batch", "1", "--timeout", "2", *["http://127.0.0.1:9/%d.jpg" % n for n in range(3)],
+                            server=base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.rstrip().endswith(
+        "(--timeout reached; unfinished jobs: job-1; 2 URLs never submitted (--output FILE --resume submits them))"), \
+        result.stderr
+
+
 def test_no_wait_prints_the_jobs_accepted_before_a_later_batch_is_refused():
     server, base = stand_in(posts_script=[202, 202, 400])
     try:
