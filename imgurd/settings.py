@@ -401,12 +401,17 @@ def example_file() -> str:
     return "\n".join(lines)
 
 
+def _markdown_text(text: str) -> str:
+    """A help line as Markdown text: ``<api_token>`` would be read as an HTML tag and vanish."""
+    return text.replace("<", "\\<").replace(">", "\\>").replace("|", "\\|")
+
+
 def markdown_table() -> str:
     """The settings table of README.md and docs/configuration.md."""
     rows = ["| key | flag | environment | default | meaning |", "| --- | --- | --- | --- | --- |"]
     for s in SETTINGS:
         rows.append(
-            "| `%s` | `%s` | `%s` | `%s` | %s |" % (s.name, s.flag_spelling, s.env, s.default_text, s.help)
+            "| `%s` | `%s` | `%s` | `%s` | %s |" % (s.name, s.flag_spelling, s.env, s.default_text, _markdown_text(s.help))
         )
     return "\n".join(rows)
 
