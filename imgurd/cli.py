@@ -56,16 +56,21 @@ def main(config_path: Any, **flags: Any) -> None:
     try:
         run(config)
     except StateError as error:  # a state_file it cannot use: never overwritten, start-up stops
-        click.echo("imgurd: error: %s" % error, err=True)
-        sys.exit(2)
+        _fatal(config, str(error), 2)
     except socket.gaierror as error:  # --host names no address: a configuration error
-        click.echo("imgurd: error: invalid value for host: cannot resolve %r (%s)" % (config.host, error.strerror),
-                   err=True)
-        sys.exit(2)
+        _fatal(config, "invalid value for host: cannot resolve %r (%s)" % (config.host, error.strerror), 2)
     except OSError as error:  # e.g. the port is taken
-        click.echo("imgurd: error: cannot listen on %s: %s" % (host_port(config.host, config.port),
-                                                               error.strerror or error), err=True)
-        sys.exit(1)
+        _fatal(config, "cannot listen on %s: %s" % (host_port(config.host, config.port), error.strerror or error), 1)
+
+
+def _fatal(config: Any, message: str, status: int) -> None:
+    """One line and the exit status. Logging is set up by now: with ``log_format = json`` the line
+    is a JSON object (level CRITICAL) like every other, so a log pipeline that reads JSON sees it."""
+    if config.log_format == "json":
+        logging.getLogger("imgurd").critical("%s", message)
+    else:
+        click.echo("imgurd: error: %s" % message, err=True)
+    sys.exit(status)
 
 
 def run_command() -> None:

@@ -114,6 +114,30 @@ def test_drain_ends_early_when_what_is_left_waits_for_a_budget_past_its_end(serv
     assert sum(("abandoned job=%s url=%s" % (job["jobId"], url)) in log for url in urls) == 1, log
 
 
+def test_a_fatal_start_up_error_is_one_json_line_with_log_format_json(tmp_path):
+    """Once logging is set up (a port taken, a state file it cannot use), the one line follows
+    log_format; errors in the configuration itself come before it and stay plain."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run([imgurd_command(), "--dry-run", "--log-format", "json", "--port", str(port)],
+                                capture_output=True, text=True, timeout=30, env=environment())
+    assert result.returncode == 1, result.stderr
+    last = json.loads(result.stderr.splitlines()[-1])
+    assert last["level"] == "CRITICAL" and last["message"] == "cannot listen on 127.0.0.1:%d: Address already in use" % port
+    assert all(json.loads(line) for line in result.stderr.splitlines())  # every line is JSON
+    state = tmp_path / "imgurd.state"
+    state.write_bytes(b"not a state file")
+    result = subprocess.run([imgurd_command(), "--dry-run", "--log-format", "json", "--port", "0", "--state-file", str(state)],
+                            capture_output=True, text=True, timeout=30, env=environment())
+    assert result.returncode == 2 and json.loads(result.stderr.splitlines()[-1])["level"] == "CRITICAL", result.stderr
+    assert state.read_bytes() == b"not a state file"
+    result = subprocess.run([imgurd_command(), "--dry-run", "--log-format", "json", "--port", "x"],
+                            capture_output=True, text=True, timeout=30, env=environment())
+    assert result.returncode == 2 and result.stderr.startswith("imgurd: error: invalid value for port")
+
+
 def test_secrets_from_the_credentials_directory(tmp_path):
     """As systemd's LoadCredential= (or a mounted secret) passes them: one file per key."""
     credentials = tmp_path / "credentials"
