@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
+from tornado.concurrent import Future, future_add_done_callback
 
 from .jobs import JobStore, job_bytes
 from .linger import linger_after
@@ -21,6 +22,12 @@ log = logging.getLogger("imgurd.api")
 BACKLOG_RETRY_AFTER = 5  # seconds suggested to a client refused for a full backlog
 RECEIVING_BODIES = 8  # POST bodies held while they arrive, all connections: at most this many x max_body_bytes
 MAX_IDEMPOTENCY_KEY = 200
+# An answer is queued whole on its connection until the client reads it: clients that ask for big
+# reports and never read would hold memory without bound. Job reports and link lists count until
+# taken (or the client went away); past UNSENT_ANSWER_BYTES of them, answers of LARGE_ANSWER bytes or
+# more are refused.
+LARGE_ANSWER = 64 * 1024
+UNSENT_ANSWER_BYTES = 256 * 1024 * 1024
 MAX_INDEX = 10 ** 18  # ?offset= and ?limit= above this are taken as this: no list is that long
 
 
@@ -53,6 +60,29 @@ class JsonHandler(web.RequestHandler):
     def send_json(self, document: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(dumps(document))
+
+    def refuse_large_answer(self) -> None:
+        """503 instead of one more large answer while those not taken by their clients pass the limit."""
+        if self.service.unsent_bytes >= UNSENT_ANSWER_BYTES:
+            raise ApiError(503, "too many large answers are still waiting to be read by their clients; retry later",
+                           {"Retry-After": str(BACKLOG_RETRY_AFTER)})
+
+    counts_unsent = False  # the answers of this handler count in service.unsent_bytes until taken
+
+    def flush(self, include_footers: bool = False) -> "Future[None]":
+        if not self.counts_unsent:
+            return super().flush(include_footers)
+        size = sum(len(chunk) for chunk in self._write_buffer)  # what this flush hands to the connection
+        future = super().flush(include_footers)
+        if size:
+            service = self.service
+            service.unsent_bytes += size
+
+            def taken(_: Any) -> None:  # written to the socket, or the connection is gone
+                service.unsent_bytes -= size
+
+            future_add_done_callback(future, taken)
+        return future
 
     def head(self, *args: str) -> Any:
         """RFC 9110: HEAD wherever GET, with the same status and headers; tornado sends no body."""
@@ -245,6 +275,8 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 class JobHandler(ApiHandler):
     """``GET /v1/images/upload/{jobId}``."""
 
+    counts_unsent = True
+
     def decode_argument(self, value: bytes, name: Optional[str] = None) -> str:
         """An id that is not UTF-8 is a malformed id like any other: 404 (SPEC), not tornado's 400."""
         return value.decode("utf-8", "replace")
@@ -253,11 +285,16 @@ class JobHandler(ApiHandler):
         job = self.store.get(job_id.lower()) if _UUID.match(job_id.lower()) else None
         if job is None:
             raise ApiError(404, "no job with id %s (unknown, malformed or expired)" % job_id[:64])
-        self.finish(self.service.reports.job(job, self.service.waiting()))
+        report = self.service.reports.job(job, self.service.waiting())
+        if len(report) >= LARGE_ANSWER:
+            self.refuse_large_answer()
+        self.finish(report)
 
 
 class ImagesHandler(ApiHandler):
     """``GET /v1/images[?offset=N&limit=M]``."""
+
+    counts_unsent = True
 
     def get(self) -> None:
         offset = self._index("offset", 0)
@@ -269,6 +306,7 @@ class ImagesHandler(ApiHandler):
         if end - offset <= LINK_BLOCK:
             self.send_json({"uploaded": links[offset:end], "total": total})
             return
+        self.refuse_large_answer()
         # A long list: JSON pieces mostly encoded in advance, written without being joined into one
         # body (no copy of megabytes, no ETag hashed over them), with a Content-Length.
         pieces = [b'{"uploaded":[']

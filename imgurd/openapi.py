@@ -21,6 +21,8 @@ def document(config) -> Dict[str, Any]:
     unauthorized = {"401": _error("Missing or wrong bearer token (only when api_token is set).")}
     retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.",
                                    "schema": {"type": "integer", "minimum": 0}}}
+    unread = _error("Large answers (job reports, link lists) of 256 MiB in all are still waiting to be read by "
+                    "their clients: this one (64 KiB or more) is refused until they are.", retry_after)
     image = {
         "type": "object",
         "required": ["url", "status", "link", "error"],
@@ -130,6 +132,7 @@ def document(config) -> Dict[str, Any]:
                             "schema": {"$ref": "#/components/schemas/Job"}}}},
                         **unauthorized,
                         "404": _error("Unknown, malformed or evicted job id."),
+                        "503": unread,
                     },
                 },
             },
@@ -156,6 +159,7 @@ def document(config) -> Dict[str, Any]:
                         }}}},
                         "400": _error("offset or limit is not a non-negative integer."),
                         **unauthorized,
+                        "503": unread,
                     },
                 },
             },

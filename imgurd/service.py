@@ -36,6 +36,7 @@ class Service:
         self.config = config
         self.stopping = False  # set when shutdown begins: no new jobs
         self.receiving_bytes = 0  # bytes of POST bodies being received, all connections (handlers.UploadHandler)
+        self.unsent_bytes = 0  # bytes of large answers their clients have not taken yet (handlers.JsonHandler)
         self.store = JobStore(config.job_ttl, config.max_jobs, max_retained_bytes=config.max_retained_bytes)
         self.reports = Reports(self.store)  # the API's JSON of it, encoded once where it can be
         # Every transfer holds a semaphore slot while it uses curl, so the client never has to queue a

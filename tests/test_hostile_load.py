@@ -161,6 +161,34 @@ async def test_connections_beyond_max_connections_are_closed_at_once(start_servi
         stream.close()
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_large_answers_clients_do_not_read_are_bounded_then_503(start_service, origin, monkeypatch):
+    """A client that asks for a large report and never reads it holds that answer in imgurd's memory;
+    past UNSENT_ANSWER_BYTES of them, large answers are refused (small ones, and POSTs, still served)."""
+    from imgurd import handlers
+
+    monkeypatch.setattr(handlers, "UNSENT_ANSWER_BYTES", 1)
+    api = start_service(max_concurrency=1, max_urls_per_job=30_000, max_queued_urls=30_000,
+                        max_body_bytes=16 * 1024 * 1024)
+    urls = [origin.url("/hang/60?%s=%d" % ("x" * 150, n)) for n in range(30_000)]  # a report of about 13 MB
+    job_id = await api.submit(urls)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing, slowly
+    reader = IOStream(sock)
+    await reader.connect(("127.0.0.1", api.port))
+    await reader.write(b"GET /v1/images/upload/%s HTTP/1.1\r\nHost: x\r\n\r\n" % job_id.encode())
+    await until(lambda: api.service.unsent_bytes > 0)  # the rest of the answer waits in imgurd
+    code, body, headers = await api.call("GET", "/v1/images/upload/" + job_id)
+    assert code == 503 and headers["Retry-After"] == "5", body
+    assert body == {"error": "too many large answers are still waiting to be read by their clients; retry later"}
+    code, _, _ = await api.call("GET", "/healthz")  # small answers go on
+    assert code == 200
+    reader.close()
+    await until(lambda: api.service.unsent_bytes == 0)  # given back when the client went away
+    code, body, _ = await api.call("GET", "/v1/images/upload/" + job_id)
+    assert code == 200 and len(body["images"]) == 30_000
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_bodies_arriving_at_once_are_bounded_then_503(start_service):
     """Connections that send most of a POST body and stall hold at most RECEIVING_BODIES x max_body_bytes."""
