@@ -57,8 +57,10 @@ def main(config_path: Any, **flags: Any) -> None:
         run(config)
     except StateError as error:  # a state_file it cannot use: never overwritten, start-up stops
         _fatal(config, str(error), 2)
-    except socket.gaierror as error:  # --host names no address: a configuration error
-        _fatal(config, "invalid value for host: cannot resolve %r (%s)" % (config.host, error.strerror), 2)
+    except socket.gaierror as error:  # --host names no address: a configuration error, said as those are
+        click.echo("imgurd: error: invalid value for host: cannot resolve %r (%s)" % (config.host, error.strerror),
+                   err=True)
+        sys.exit(2)
     except OSError as error:  # e.g. the port is taken
         _fatal(config, "cannot listen on %s: %s" % (host_port(config.host, config.port), error.strerror or error), 1)
 

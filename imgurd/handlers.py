@@ -11,6 +11,7 @@ from typing import Any, Optional
 from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil, web
 from tornado.concurrent import Future, future_add_done_callback
+from tornado.iostream import StreamClosedError
 
 from .jobs import JobStore, job_bytes
 from .linger import linger_after
@@ -296,7 +297,7 @@ class ImagesHandler(ApiHandler):
 
     counts_unsent = True
 
-    def get(self) -> None:
+    async def get(self) -> None:
         offset = self._index("offset", 0)
         limit = self._index("limit", None)
         links = self.store.links
@@ -304,21 +305,30 @@ class ImagesHandler(ApiHandler):
         offset = min(offset, total)
         end = total if limit is None else min(total, offset + limit)
         if end - offset <= LINK_BLOCK:
-            self.send_json({"uploaded": links[offset:end], "total": total})
+            body = dumps({"uploaded": links[offset:end], "total": total})
+            if len(body) >= LARGE_ANSWER:
+                self.refuse_large_answer()
+            self.finish(body)
             return
-        self.refuse_large_answer()
         # A long list: JSON pieces mostly encoded in advance, written without being joined into one
-        # body (no copy of megabytes, no ETag hashed over them), with a Content-Length.
+        # body (no copy of megabytes, no ETag hashed over them), with a Content-Length; each piece once
+        # the one before is in the socket, so a connection holds one piece, not the list
         pieces = [b'{"uploaded":[']
         for piece in self.service.reports.links(offset, end):
             if len(pieces) > 1:
                 pieces.append(b",")
             pieces.append(piece)
         pieces.append(b'],"total":%d}' % total)
-        self.set_header("Content-Length", str(sum(len(piece) for piece in pieces)))
+        size = sum(len(piece) for piece in pieces)
+        if size >= LARGE_ANSWER:
+            self.refuse_large_answer()
+        self.set_header("Content-Length", str(size))
         for piece in pieces:
             self.write(piece)
-            self.flush()  # each piece goes to the socket's buffer as it is (tornado would join them all)
+            try:
+                await self.flush()
+            except StreamClosedError:  # the client went away
+                return
         self.finish()
 
     def _index(self, name: str, default: Optional[int]) -> Optional[int]:

@@ -189,6 +189,32 @@ async def test_large_answers_clients_do_not_read_are_bounded_then_503(start_serv
     assert code == 200 and len(body["images"]) == 30_000
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_a_long_link_list_holds_one_piece_at_a_time_and_counts_nothing_once_taken(start_service):
+    """The list is written piece by piece, each once the one before is in the socket: a client that does
+    not read holds one piece, not 14 MB, and nothing stays counted once it read all or went away."""
+    api = start_service()
+    api.service.store.links.extend("https://i.imgur.com/%07d.jpg" % n for n in range(400_000))
+    for finish in ("close", "read"):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader = IOStream(sock)
+        await reader.connect(("127.0.0.1", api.port))
+        await reader.write(b"GET /v1/images HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: api.service.unsent_bytes > 0)
+        await gen.sleep(0.3)
+        assert 0 < api.service.unsent_bytes < 1024 * 1024  # one piece waits, not the list
+        if finish == "read":
+            head = await reader.read_until(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            body = await reader.read_bytes(length)
+            assert json.loads(body)["total"] == 400_000 and len(json.loads(body)["uploaded"]) == 400_000
+        reader.close()
+        await until(lambda: api.service.unsent_bytes == 0)
+    code, body, _ = await api.call("GET", "/v1/images?offset=399000")
+    assert code == 200 and len(body["uploaded"]) == 1000 and api.service.unsent_bytes == 0
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_bodies_arriving_at_once_are_bounded_then_503(start_service):
     """Connections that send most of a POST body and stall hold at most RECEIVING_BODIES x max_body_bytes."""
