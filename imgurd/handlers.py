@@ -62,9 +62,10 @@ class JsonHandler(web.RequestHandler):
         self.set_status(status)
         self.finish(dumps(document))
 
-    def refuse_large_answer(self) -> None:
-        """503 instead of one more large answer while those not taken by their clients pass the limit."""
-        if self.service.unsent_bytes >= UNSENT_ANSWER_BYTES:
+    def refuse_large_answer(self, size: int) -> None:
+        """503 instead of an answer of ``size`` bytes, if large, while those not taken by their clients
+        pass the limit."""
+        if size >= LARGE_ANSWER and self.service.unsent_bytes >= UNSENT_ANSWER_BYTES:
             raise ApiError(503, "too many large answers are still waiting to be read by their clients; retry later",
                            {"Retry-After": str(BACKLOG_RETRY_AFTER)})
 
@@ -287,8 +288,7 @@ class JobHandler(ApiHandler):
         if job is None:
             raise ApiError(404, "no job with id %s (unknown, malformed or expired)" % job_id[:64])
         report = self.service.reports.job(job, self.service.waiting())
-        if len(report) >= LARGE_ANSWER:
-            self.refuse_large_answer()
+        self.refuse_large_answer(len(report))
         self.finish(report)
 
 
@@ -306,8 +306,7 @@ class ImagesHandler(ApiHandler):
         end = total if limit is None else min(total, offset + limit)
         if end - offset <= LINK_BLOCK:
             body = dumps({"uploaded": links[offset:end], "total": total})
-            if len(body) >= LARGE_ANSWER:
-                self.refuse_large_answer()
+            self.refuse_large_answer(len(body))
             self.finish(body)
             return
         # A long list: JSON pieces mostly encoded in advance, written without being joined into one
@@ -320,8 +319,7 @@ class ImagesHandler(ApiHandler):
             pieces.append(piece)
         pieces.append(b'],"total":%d}' % total)
         size = sum(len(piece) for piece in pieces)
-        if size >= LARGE_ANSWER:
-            self.refuse_large_answer()
+        self.refuse_large_answer(size)
         self.set_header("Content-Length", str(size))
         for piece in pieces:
             self.write(piece)
